@@ -1,0 +1,76 @@
+import { resolve } from "node:path";
+import { openMegatron } from "../formats/megatron/read.js";
+import { safetensorsHeader } from "../formats/safetensors/write.js";
+import { StagedDir } from "../io/atomic.js";
+import { executePlan, type ExecuteResult } from "../plan/execute.js";
+import { writeManifest, type Manifest } from "../plan/manifest.js";
+import { summarizePlan, type PlanSummary } from "../plan/plan.js";
+import { planMegatronToHf, type ConvertOptions, type ConvertPlan } from "./megatron-to-hf.js";
+import { VERSION } from "../version.js";
+
+export interface ConvertJob extends ConvertOptions {
+  input: string;
+  out: string;
+  iteration?: number;
+  dryRun?: boolean;
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface ConvertResult {
+  summary: PlanSummary;
+  converted: Omit<ConvertPlan, "plan">;
+  source: { path: string; iteration: number | "release"; tp: number; pp: number; unknownGlobals: readonly string[] };
+  /** Absent under dry-run. */
+  execution?: ExecuteResult;
+  out: string;
+}
+
+/** Megatron → HF: plan from headers, then (unless dry-run) write into a staged directory renamed on success. */
+export async function convertMegatronToHf(job: ConvertJob): Promise<ConvertResult> {
+  const ckpt = await openMegatron(job.input, job.iteration === undefined ? {} : { iteration: job.iteration });
+  try {
+    const planned = await planMegatronToHf(ckpt, job);
+    const { plan, ...converted } = planned;
+    const summary = summarizePlan(plan, (f) => safetensorsHeader(f).byteLength);
+    const source = {
+      path: resolve(job.input),
+      iteration: ckpt.iteration,
+      tp: ckpt.layout.tp,
+      pp: ckpt.layout.pp,
+      unknownGlobals: ckpt.unknownGlobals,
+    };
+    if (job.dryRun) {
+      return { summary, converted, source, out: job.out };
+    }
+    const staged = await StagedDir.create(job.out);
+    try {
+      const execution = await executePlan(plan, staged.path, job.onProgress ? { onProgress: job.onProgress } : {});
+      const manifest: Manifest = {
+        megahub: VERSION,
+        architecture: "openba",
+        model: { ...planned.dims },
+        parameters: { ...planned.params },
+        lineage: [
+          {
+            step: "convert",
+            at: new Date().toISOString(),
+            source: { path: source.path, format: "megatron", iteration: source.iteration, tp: source.tp, pp: source.pp, dtype: planned.dtypes.join(",") },
+            settings: { dtype: job.dtype ?? "keep", maxShardBytes: job.maxShardBytes ?? null, tokenizer: job.tokenizer ?? null },
+            notes: [...plan.notes, ...(execution.overflows > 0 ? [`${execution.overflows} values overflowed to ±inf when casting`] : [])],
+          },
+        ],
+        files: execution.files,
+        tensors: execution.tensors,
+        verification: [],
+      };
+      await writeManifest(staged.path, manifest);
+      await staged.commit();
+      return { summary, converted, source, execution, out: job.out };
+    } catch (e) {
+      await staged.abort();
+      throw e;
+    }
+  } finally {
+    await ckpt.close();
+  }
+}

@@ -1,0 +1,197 @@
+import { readFile, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { MegahubError } from "../errors.js";
+import { argsToJson, openMegatron, type MegatronShard } from "../formats/megatron/read.js";
+import { readSafetensors } from "../formats/safetensors/read.js";
+import { INDEX_FILE } from "../formats/safetensors/write.js";
+import { loadTorch } from "../formats/torch/load.js";
+import { walkTensors } from "../formats/torch/values.js";
+import { FileSource } from "../io/byte-source.js";
+import { countParams, detectDims, layerIndices, type OpenbaDims, type ParamCounts } from "../models/openba-dims.js";
+import { OPENBA_GLOBAL_PARAMS, OPENBA_LAYER_PARAMS } from "../models/openba.js";
+import type { Stack } from "../models/spec.js";
+import { byteSize } from "../tensors/dtypes.js";
+import { planMegatronToHf } from "./megatron-to-hf.js";
+
+export interface TensorRow {
+  name: string;
+  dtype: string;
+  shape: readonly number[];
+  bytes: number;
+  /** Where the tensor lives (rank file or shard). */
+  file?: string;
+}
+
+export interface InspectReport {
+  path: string;
+  format: "megatron" | "hf-safetensors" | "torch" | "safetensors";
+  iteration?: number | "release";
+  tp?: number;
+  pp?: number;
+  checkpointVersion?: number;
+  dtypes: string[];
+  architecture?: string;
+  dims?: OpenbaDims;
+  parameters?: ParamCounts;
+  tensors: TensorRow[];
+  args?: Record<string, unknown>;
+  unknownGlobals?: readonly string[];
+  dangerousGlobals?: readonly string[];
+  notes: string[];
+}
+
+/** Describes a Megatron checkpoint, an HF directory, or a single torch / safetensors file, from headers alone. */
+export async function inspectPath(path: string, options: { iteration?: number } = {}): Promise<InspectReport> {
+  const s = await stat(path).catch(() => {
+    throw new MegahubError("LAYOUT", "no such file or directory", { file: path });
+  });
+  if (s.isDirectory() && (await hasFile(join(path, "config.json")))) {
+    return inspectHf(path);
+  }
+  if (s.isFile() && path.endsWith(".safetensors")) {
+    return inspectSafetensorsFile(path);
+  }
+  if (s.isFile() && !path.endsWith(".tar") && !/mp_rank_\d{2}(_\d{3})?\/[^/]+\.pt$/.test(path)) {
+    return inspectTorchFile(path);
+  }
+  return inspectMegatron(path, options);
+}
+
+async function hasFile(p: string): Promise<boolean> {
+  return stat(p).then(
+    (s) => s.isFile(),
+    () => false,
+  );
+}
+
+async function inspectMegatron(path: string, options: { iteration?: number }): Promise<InspectReport> {
+  const ckpt = await openMegatron(path, options);
+  try {
+    const tensors: TensorRow[] = [];
+    for (const s of ckpt.shards) tensors.push(...rows(s));
+    const report: InspectReport = {
+      path,
+      format: "megatron",
+      iteration: ckpt.iteration,
+      tp: ckpt.layout.tp,
+      pp: ckpt.layout.pp,
+      ...(ckpt.checkpointVersion === undefined ? {} : { checkpointVersion: ckpt.checkpointVersion }),
+      dtypes: [...new Set(tensors.map((t) => t.dtype))],
+      tensors,
+      args: argsToJson(ckpt.args),
+      unknownGlobals: ckpt.unknownGlobals,
+      dangerousGlobals: ckpt.dangerousGlobals,
+      notes: [],
+    };
+    try {
+      const planned = await planMegatronToHf(ckpt);
+      report.architecture = "openba";
+      report.dims = planned.dims;
+      report.parameters = countParams(planned.dims, true);
+      const shapes = ckpt.shards.map((s) => s.tensors.get("language_model.encoder.layers.0.self_attention.query_key_value.weight")?.shape[0]);
+      if (new Set(shapes).size > 1) {
+        report.notes.push(`uneven TP shards (QKV rows per rank: ${shapes.join(", ")}): a pruned lineage; convert merges them as they are`);
+      }
+      const argHidden = report.args?.hidden_size;
+      if (typeof argHidden === "number" && argHidden !== planned.dims.hidden) {
+        report.notes.push(`args are stale: args.hidden_size ${argHidden} but tensors say ${planned.dims.hidden} (dims come from shapes)`);
+      }
+    } catch (e) {
+      report.notes.push(`not recognised as OpenBA: ${(e as Error).message}`);
+    }
+    if (ckpt.dangerousGlobals.length > 0) {
+      report.notes.push(`pickles name code-running globals, loaded as inert data: ${ckpt.dangerousGlobals.join(", ")}`);
+    }
+    return report;
+  } finally {
+    await ckpt.close();
+  }
+}
+
+function rows(s: MegatronShard): TensorRow[] {
+  return [...s.tensors].map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape, bytes: byteSize(t.dtype, t.shape), file: s.file }));
+}
+
+async function inspectTorchFile(path: string): Promise<InspectReport> {
+  const src = await FileSource.open(path);
+  try {
+    const f = await loadTorch(src);
+    const tensors = [...walkTensors(f.root)].map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape, bytes: byteSize(t.dtype, t.shape) }));
+    return {
+      path,
+      format: "torch",
+      dtypes: [...new Set(tensors.map((t) => t.dtype))],
+      tensors,
+      unknownGlobals: f.report.unknown,
+      dangerousGlobals: f.report.dangerous,
+      notes: [
+        `torch ${f.format} file`,
+        ...(f.report.dangerous.length > 0 ? [`names code-running globals, loaded as inert data: ${f.report.dangerous.join(", ")}`] : []),
+      ],
+    };
+  } finally {
+    await src.close();
+  }
+}
+
+async function safetensorsRows(path: string, file: string): Promise<TensorRow[]> {
+  const src = await FileSource.open(path);
+  try {
+    const st = await readSafetensors(src);
+    return st.entries.map((e) => ({ name: e.name, dtype: e.dtype, shape: e.shape, bytes: e.end - e.begin, file }));
+  } finally {
+    await src.close();
+  }
+}
+
+async function inspectSafetensorsFile(path: string): Promise<InspectReport> {
+  const tensors = await safetensorsRows(path, path);
+  return { path, format: "safetensors", dtypes: [...new Set(tensors.map((t) => t.dtype))], tensors, notes: [] };
+}
+
+/** HF shard files of a model directory: from the index when present, else model.safetensors. */
+export async function hfShardFiles(dir: string): Promise<string[]> {
+  if (await hasFile(join(dir, INDEX_FILE))) {
+    const index = JSON.parse(await readFile(join(dir, INDEX_FILE), "utf8")) as { weight_map?: Record<string, string> };
+    return [...new Set(Object.values(index.weight_map ?? {}))].sort();
+  }
+  return ["model.safetensors"];
+}
+
+async function inspectHf(dir: string): Promise<InspectReport> {
+  const tensors: TensorRow[] = [];
+  for (const f of await hfShardFiles(dir)) tensors.push(...(await safetensorsRows(join(dir, f), f)));
+  const byName = new Map(tensors.map((t) => [t.name, t.shape]));
+  const config = JSON.parse(await readFile(join(dir, "config.json"), "utf8")) as Record<string, unknown>;
+  const report: InspectReport = { path: dir, format: "hf-safetensors", dtypes: [...new Set(tensors.map((t) => t.dtype))], tensors, notes: [] };
+  try {
+    report.dims = detectHfDims(byName, config);
+    report.architecture = "openba";
+    report.parameters = countParams(report.dims, false);
+  } catch (e) {
+    report.notes.push(`not recognised as OpenBA: ${(e as Error).message}`);
+  }
+  return report;
+}
+
+/** Dims of an HF OpenBA model from its tensor shapes, read through the Megatron names of the same spec. */
+export function detectHfDims(shapes: ReadonlyMap<string, readonly number[]>, config: Record<string, unknown>): OpenbaDims {
+  const hfName = new Map<string, string>([
+    ...OPENBA_LAYER_PARAMS.filter((p) => p.hf !== null).map((p) => [p.megatron, p.hf as string] as const),
+    ...OPENBA_GLOBAL_PARAMS.map((p) => [p.megatron, p.hf[0] as string] as const),
+  ]);
+  const shape = (stack: Stack | null, layer: number, p: string): readonly number[] | undefined => {
+    const name = hfName.get(p);
+    if (!name) return undefined;
+    const s = shapes.get(stack === null ? name : `${stack}.block.${layer}.${name}`);
+    // HF fuses w1 and w3: each is half of fc_in.
+    return s && (p === "mlp.w1.weight" || p === "mlp.w3.weight") ? [(s[0] as number) / 2, ...s.slice(1)] : s;
+  };
+  const names = [...shapes.keys()];
+  const layers = {
+    encoder: layerIndices(names, /^encoder\.block\.(\d+)\./).length,
+    decoder: layerIndices(names, /^decoder\.block\.(\d+)\./).length,
+  };
+  const kv = typeof config.kv_channels === "number" ? config.kv_channels : undefined;
+  return detectDims(shape, layers, kv, "config.json");
+}

@@ -1,0 +1,164 @@
+import { stat } from "node:fs/promises";
+import { basename, dirname } from "node:path";
+import { MegahubError } from "../../errors.js";
+import { fsTree, subTree, tarTree, type Tree } from "../../io/tree.js";
+
+export const TRACKER_FILE = "latest_checkpointed_iteration.txt";
+const RANK_DIR = /^mp_rank_(\d{2})(?:_(\d{3}))?$/;
+const ITER_DIR = /^iter_(\d{7,})$/;
+const RANK_FILES = ["model_optim_rng.pt", "model_rng.pt"];
+
+export interface RankFile {
+  readonly tp: number;
+  readonly pp: number;
+  /** Path inside `tree`. */
+  readonly path: string;
+}
+
+export interface MegatronLayout {
+  /** Tree rooted at the iteration directory. */
+  readonly tree: Tree;
+  readonly iteration: number | "release";
+  readonly tp: number;
+  readonly pp: number;
+  /** Rank files in TP order (PP is 1). */
+  readonly ranks: readonly RankFile[];
+  /** Where the iteration was chosen from: the tracker file, --iteration, or the path itself. */
+  readonly chosenBy: "tracker" | "option" | "path" | "only";
+}
+
+const layoutError = (detail: string, file: string) => new MegahubError("LAYOUT", detail, { file });
+
+/**
+ * Finds the rank files of a Megatron checkpoint given a root (with the tracker file), an iter_NNNNNNN or release
+ * directory, a rank directory or file, or an uncompressed .tar of any of these.
+ */
+export async function discoverMegatron(path: string, options: { iteration?: number } = {}): Promise<MegatronLayout> {
+  let s;
+  try {
+    s = await stat(path);
+  } catch {
+    throw layoutError("no such file or directory", path);
+  }
+  if (s.isFile()) {
+    if (/\.tar$/i.test(path)) {
+      return fromRoot(await descendSingleFolder(await tarTree(path)), options);
+    }
+    // A rank file inside mp_rank_XX/: use its iteration directory.
+    const rankDir = dirname(path);
+    if (RANK_DIR.test(basename(rankDir))) {
+      return fromRoot(fsTree(dirname(rankDir)), options);
+    }
+    throw layoutError("expected a Megatron checkpoint directory or .tar, got a file", path);
+  }
+  if (RANK_DIR.test(basename(path))) {
+    return fromRoot(fsTree(dirname(path)), options);
+  }
+  return fromRoot(fsTree(path), options);
+}
+
+async function descendSingleFolder(tree: Tree): Promise<Tree> {
+  const top = (await tree.list("")) ?? [];
+  const looksLikeCheckpoint = top.some((n) => n === TRACKER_FILE || RANK_DIR.test(n) || ITER_DIR.test(n) || n === "release");
+  if (!looksLikeCheckpoint && top.length === 1 && (await tree.list(top[0] as string)) !== undefined) {
+    return descendSingleFolder(subTree(tree, top[0] as string));
+  }
+  return tree;
+}
+
+async function fromRoot(root: Tree, options: { iteration?: number }): Promise<MegatronLayout> {
+  const entries = (await root.list("")) ?? [];
+  if (entries.some((n) => RANK_DIR.test(n))) {
+    if (options.iteration !== undefined) {
+      throw new MegahubError("USAGE", "--iteration applies to a checkpoint root, but this is an iteration directory", {
+        file: root.name,
+      });
+    }
+    const m = ITER_DIR.exec(basename(root.name.replace(/#/g, "/")));
+    return withRanks(root, m ? Number(m[1]) : basename(root.name) === "release" ? "release" : NaN, "path");
+  }
+  const iterDirs = entries.filter((n) => ITER_DIR.test(n) || n === "release");
+  let chosen: string;
+  let chosenBy: MegatronLayout["chosenBy"];
+  if (options.iteration !== undefined) {
+    chosen = `iter_${String(options.iteration).padStart(7, "0")}`;
+    chosenBy = "option";
+    if (!iterDirs.includes(chosen)) {
+      throw layoutError(`no ${chosen} directory; available: ${iterDirs.join(", ") || "none"}`, root.name);
+    }
+  } else if (entries.includes(TRACKER_FILE)) {
+    const text = (await root.readText(TRACKER_FILE)).trim();
+    if (text === "release") {
+      chosen = "release";
+    } else if (/^\d+$/.test(text)) {
+      chosen = `iter_${text.padStart(7, "0")}`;
+    } else {
+      throw layoutError(`expected an integer or "release", found "${text.slice(0, 40)}"`, root.display(TRACKER_FILE));
+    }
+    chosenBy = "tracker";
+    if (!iterDirs.includes(chosen)) {
+      throw layoutError(`the tracker names ${chosen}, which does not exist (found: ${iterDirs.join(", ") || "none"})`, root.name);
+    }
+  } else if (iterDirs.length === 1) {
+    chosen = iterDirs[0] as string;
+    chosenBy = "only";
+  } else if (iterDirs.length > 1) {
+    throw new MegahubError("USAGE", `no ${TRACKER_FILE} and several iterations (${iterDirs.join(", ")}): pass --iteration`, {
+      file: root.name,
+    });
+  } else {
+    throw layoutError(`not a Megatron checkpoint: no ${TRACKER_FILE}, iter_* or mp_rank_* entries`, root.name);
+  }
+  const iteration = chosen === "release" ? "release" : Number(ITER_DIR.exec(chosen)?.[1]);
+  return withRanks(subTree(root, chosen), iteration, chosenBy);
+}
+
+async function withRanks(tree: Tree, iteration: number | "release", chosenBy: MegatronLayout["chosenBy"]): Promise<MegatronLayout> {
+  const found: RankFile[] = [];
+  for (const name of (await tree.list("")) ?? []) {
+    const m = RANK_DIR.exec(name);
+    if (!m) continue;
+    let file: string | undefined;
+    for (const f of RANK_FILES) {
+      if (await tree.isFile(`${name}/${f}`)) {
+        file = `${name}/${f}`;
+        break;
+      }
+    }
+    if (!file) {
+      throw layoutError(`rank directory has no ${RANK_FILES.join(" or ")}`, tree.display(name));
+    }
+    found.push({ tp: Number(m[1]), pp: m[2] === undefined ? 0 : Number(m[2]), path: file });
+  }
+  if (found.length === 0) {
+    throw layoutError("no mp_rank_* directories", tree.name);
+  }
+  const mixed = found.some((r) => r.path.match(/^mp_rank_\d{2}_/)) && found.some((r) => !r.path.match(/^mp_rank_\d{2}_/));
+  if (mixed) {
+    throw layoutError("mixes mp_rank_TT and mp_rank_TT_PPP directories", tree.name);
+  }
+  const tp = Math.max(...found.map((r) => r.tp)) + 1;
+  const pp = Math.max(...found.map((r) => r.pp)) + 1;
+  const missing: string[] = [];
+  for (let p = 0; p < pp; p++) {
+    for (let t = 0; t < tp; t++) {
+      if (!found.some((r) => r.tp === t && r.pp === p)) {
+        missing.push(pp > 1 || found[0]?.path.match(/^mp_rank_\d{2}_/) ? `mp_rank_${pad(t, 2)}_${pad(p, 3)}` : `mp_rank_${pad(t, 2)}`);
+      }
+    }
+  }
+  if (missing.length > 0) {
+    throw layoutError(`incomplete checkpoint (TP ${tp}, PP ${pp}): missing ${missing.join(", ")}`, tree.name);
+  }
+  if (pp > 1) {
+    throw new MegahubError(
+      "UNSUPPORTED",
+      `pipeline-parallel checkpoint (PP ${pp}, TP ${tp}): encoder-decoder PP > 1 is not supported yet (OpenBA never used it); re-save with PP 1`,
+      { file: tree.name },
+    );
+  }
+  found.sort((a, b) => a.tp - b.tp);
+  return { tree, iteration, tp, pp, ranks: found, chosenBy };
+}
+
+const pad = (n: number, w: number) => String(n).padStart(w, "0");

@@ -1,0 +1,137 @@
+import { MegahubError } from "../../errors.js";
+import { readTensor, type Recipe } from "../../plan/recipe.js";
+import { DTYPES } from "../../tensors/dtypes.js";
+import { loadTorch, type TorchFile } from "../torch/load.js";
+import { PyCall, PyDict, PyFloat, walkTensors, type PyValue, TorchTensor } from "../torch/values.js";
+import { discoverMegatron, type MegatronLayout } from "./discover.js";
+
+export interface MegatronShard {
+  readonly tp: number;
+  /** Display path of the rank file. */
+  readonly file: string;
+  readonly torch: TorchFile;
+  /** Tensors under `model`, keyed by dotted path without the "model." prefix. */
+  readonly tensors: ReadonlyMap<string, TorchTensor>;
+}
+
+export interface MegatronCheckpoint {
+  readonly layout: MegatronLayout;
+  readonly shards: readonly MegatronShard[];
+  /** The argparse.Namespace of rank 0 (fields may be stale in pruned lineages: dims come from shapes). */
+  readonly args: PyCall | undefined;
+  readonly iteration: number | "release";
+  readonly checkpointVersion: number | undefined;
+  /** Unknown and dangerous pickle globals over all ranks. */
+  readonly unknownGlobals: readonly string[];
+  readonly dangerousGlobals: readonly string[];
+  /** A lazy recipe reading one shard's tensor. */
+  recipe(shard: MegatronShard, key: string): Recipe;
+  close(): Promise<void>;
+}
+
+/** Opens every rank of a checkpoint and reads its pickles; no weight is read. */
+export async function openMegatron(path: string, options: { iteration?: number } = {}): Promise<MegatronCheckpoint> {
+  const layout = await discoverMegatron(path, options);
+  try {
+    const shards: MegatronShard[] = [];
+    for (const rank of layout.ranks) {
+      const file = layout.tree.display(rank.path);
+      const torch = await loadTorch(await layout.tree.open(rank.path));
+      if (!(torch.root instanceof PyDict)) {
+        throw new MegahubError("MODEL", "top level is not a dict: not a Megatron checkpoint", { file });
+      }
+      const model = torch.root.get("model");
+      if (!(model instanceof PyDict)) {
+        const keys = torch.root.entries.map(([k]) => String(k)).join(", ");
+        throw new MegahubError("MODEL", `no "model" dict at the top level (found: ${keys})`, { file });
+      }
+      shards.push({ tp: rank.tp, file, torch, tensors: new Map(walkTensors(model)) });
+    }
+    const first = shards[0] as MegatronShard;
+    const root = first.torch.root as PyDict;
+    const argsValue = root.get("args");
+    const args = argsValue instanceof PyCall ? argsValue : undefined;
+    const version = root.get("checkpoint_version");
+    const iterValue = root.get("iteration");
+    checkArgsTp(args, layout, first.file);
+    const unknown = new Set<string>();
+    const dangerous = new Set<string>();
+    for (const s of shards) {
+      s.torch.report.unknown.forEach((g) => unknown.add(g));
+      s.torch.report.dangerous.forEach((g) => dangerous.add(g));
+    }
+    return {
+      layout,
+      shards,
+      args,
+      iteration: typeof iterValue === "number" ? iterValue : layout.iteration,
+      checkpointVersion: version instanceof PyFloat ? version.value : typeof version === "number" ? version : undefined,
+      unknownGlobals: [...unknown],
+      dangerousGlobals: [...dangerous],
+      recipe: (shard, key) => {
+        const t = shard.tensors.get(key);
+        if (!t) {
+          throw new MegahubError("MODEL", "tensor is missing from this rank", { file: shard.file, tensor: key });
+        }
+        return tensorRecipe(shard.torch, t, `${shard.file}:${key}`);
+      },
+      close: () => layout.tree.close(),
+    };
+  } catch (e) {
+    await layout.tree.close();
+    throw e;
+  }
+}
+
+/** A recipe for one torch tensor: one byte range when contiguous, a strided gather otherwise. */
+export function tensorRecipe(file: TorchFile, t: TorchTensor, label: string): Recipe {
+  const source = file.storageSource(t.storage);
+  const w = DTYPES[t.dtype].bytes;
+  if (t.contiguous) {
+    return readTensor(source, t.storageOffset * w, t.dtype, t.shape, label);
+  }
+  return { kind: "strided", source, storageOffset: t.storageOffset, stride: t.stride, dtype: t.dtype, shape: t.shape, label };
+}
+
+function checkArgsTp(args: PyCall | undefined, layout: MegatronLayout, file: string): void {
+  const tp = args?.field("tensor_model_parallel_size");
+  if (typeof tp === "number" && tp !== layout.tp) {
+    throw new MegahubError(
+      "LAYOUT",
+      `args.tensor_model_parallel_size is ${tp} but ${layout.tp} rank director${layout.tp === 1 ? "y was" : "ies were"} found`,
+      { file },
+    );
+  }
+}
+
+/** A plain JSON view of an args Namespace, for inspect and manifests. */
+export function argsToJson(args: PyCall | undefined): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  if (!(args?.state instanceof PyDict)) return out;
+  for (const [k, v] of args.state.entries) {
+    if (typeof k === "string") out[k] = plain(v);
+  }
+  return out;
+}
+
+export function plain(v: PyValue | undefined): unknown {
+  if (v === undefined || v === null || typeof v === "boolean" || typeof v === "string") return v ?? null;
+  if (typeof v === "number") return v;
+  if (typeof v === "bigint") return v.toString();
+  if (v instanceof PyFloat) return v.value;
+  if (v instanceof PyCall) {
+    const g = v.global;
+    const arg = v.args.items[0];
+    return `${g ? g.qualified : "call"}(${arg === undefined ? "" : JSON.stringify(plain(arg))})`;
+  }
+  if (v instanceof Uint8Array) return `<${v.byteLength} bytes>`;
+  if ("qualified" in v) return v.qualified;
+  if ("items" in v && Array.isArray(v.items)) return v.items.slice(0, 64).map(plain);
+  if (v instanceof PyDict) return Object.fromEntries(v.entries.slice(0, 64).map(([k, x]) => [String(k), plain(x)]));
+  return String(v.constructor.name);
+}
+
+export function argNumber(args: PyCall | undefined, name: string): number | undefined {
+  const v = args?.field(name);
+  return typeof v === "number" ? v : v instanceof PyFloat ? v.value : undefined;
+}

@@ -1,0 +1,82 @@
+import { open, type FileHandle } from "node:fs/promises";
+import { formatError } from "../errors.js";
+
+/**
+ * A random-access window of bytes: a file, a member of a tar archive or a record of a zip. Readers take a
+ * ByteSource, never a path, so the same code reads a checkpoint on disk or inside an archive.
+ */
+export interface ByteSource {
+  /** Where the bytes come from, for error messages (a path, or path#member). */
+  readonly name: string;
+  readonly size: number;
+  read(offset: number, length: number): Promise<Uint8Array>;
+}
+
+/** A sub-range of another source: zip records, tar members, safetensors tensors. */
+export function subSource(parent: ByteSource, offset: number, length: number, name = parent.name): ByteSource {
+  if (offset < 0 || length < 0 || offset + length > parent.size) {
+    throw formatError(`range [${offset}, ${offset + length}) lies outside the ${parent.size} bytes available`, {
+      file: parent.name,
+    });
+  }
+  return {
+    name,
+    size: length,
+    read(off, len) {
+      checkRange(name, length, off, len);
+      return parent.read(offset + off, len);
+    },
+  };
+}
+
+export function bytesSource(bytes: Uint8Array, name = "<memory>"): ByteSource {
+  return {
+    name,
+    size: bytes.byteLength,
+    read(off, len) {
+      checkRange(name, bytes.byteLength, off, len);
+      return Promise.resolve(bytes.subarray(off, off + len));
+    },
+  };
+}
+
+function checkRange(name: string, size: number, off: number, len: number): void {
+  if (!Number.isSafeInteger(off) || !Number.isSafeInteger(len) || off < 0 || len < 0 || off + len > size) {
+    throw formatError(`expected ${len} bytes at offset ${off}, but the source holds ${size}`, { file: name });
+  }
+}
+
+/** An open file. Files are opened read-only: inputs are never written. */
+export class FileSource implements ByteSource {
+  private constructor(
+    readonly name: string,
+    readonly size: number,
+    private readonly handle: FileHandle,
+  ) {}
+
+  static async open(path: string): Promise<FileSource> {
+    const handle = await open(path, "r");
+    const { size } = await handle.stat();
+    return new FileSource(path, size, handle);
+  }
+
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    checkRange(this.name, this.size, offset, length);
+    const out = new Uint8Array(length);
+    let done = 0;
+    while (done < length) {
+      const { bytesRead } = await this.handle.read(out, done, length - done, offset + done);
+      if (bytesRead === 0) {
+        throw formatError(`file ended after ${offset + done} bytes while reading ${length} at ${offset}`, {
+          file: this.name,
+        });
+      }
+      done += bytesRead;
+    }
+    return out;
+  }
+
+  close(): Promise<void> {
+    return this.handle.close();
+  }
+}

@@ -1,0 +1,143 @@
+import { createHash, type Hash } from "node:crypto";
+import { copyFile, mkdir, open, stat, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { MegahubError } from "../errors.js";
+import { safetensorsHeader } from "../formats/safetensors/write.js";
+import type { CastStats } from "../tensors/cast.js";
+import { materializeRows, rowBytes, rowCount } from "./materialize.js";
+import { fileBytes, tensorsOf, type Plan, type PlannedFile } from "./plan.js";
+import { describe, recipeBytes, type Recipe } from "./recipe.js";
+
+/** Rows are read and written in blocks of about this size: memory stays near two blocks whatever the model size. */
+export const DEFAULT_BLOCK_BYTES = 64 << 20;
+
+export interface ExecuteOptions {
+  blockBytes?: number;
+  /** sha256 of every output tensor, for the manifest (on by default). */
+  hash?: boolean;
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface ExecuteResult {
+  files: Record<string, { bytes: number }>;
+  tensors: Record<string, { sha256?: string; recipe: string }>;
+  /** Finite values that became ±inf when narrowing (fp32 → fp16 …). */
+  overflows: number;
+  bytesWritten: number;
+}
+
+/**
+ * Runs a plan into `dir` (normally a staged directory): one output tensor at a time, one row block at a time,
+ * reading the next block while the previous one is written.
+ */
+export async function executePlan(plan: Plan, dir: string, options: ExecuteOptions = {}): Promise<ExecuteResult> {
+  const blockBytes = options.blockBytes ?? DEFAULT_BLOCK_BYTES;
+  const total = plan.files.reduce((a, f) => a + fileBytes(f, (t) => safetensorsHeader(t).byteLength), 0);
+  const stats: CastStats = { overflows: 0 };
+  const result: ExecuteResult = { files: {}, tensors: {}, overflows: 0, bytesWritten: 0 };
+  let done = 0;
+  const advance = (n: number) => {
+    done += n;
+    options.onProgress?.(done, total);
+  };
+  options.onProgress?.(0, total);
+  for (const file of plan.files) {
+    const path = join(dir, file.path);
+    await mkdir(dirname(path), { recursive: true });
+    const hashes = new Map<string, Hash>();
+    const emit = (name: string) =>
+      async function* (recipe: Recipe): AsyncGenerator<Uint8Array> {
+        const h = options.hash === false ? undefined : createHash("sha256");
+        for await (const block of blocks(recipe, blockBytes, stats)) {
+          h?.update(block);
+          yield block;
+          advance(block.byteLength);
+        }
+        if (h) hashes.set(name, h);
+      };
+    await writeFileOf(file, path, emit, advance);
+    for (const t of tensorsOf(file)) {
+      const h = hashes.get(t.name);
+      result.tensors[t.name] = { ...(h ? { sha256: h.digest("hex") } : {}), recipe: describe(t.recipe) };
+    }
+    const bytes = (await stat(path)).size;
+    const expected = fileBytes(file, (t) => safetensorsHeader(t).byteLength);
+    if (bytes !== expected) {
+      throw new MegahubError("OUTPUT", `wrote ${bytes} bytes, planned ${expected}`, { file: path });
+    }
+    result.files[file.path] = { bytes };
+    result.bytesWritten += bytes;
+  }
+  result.overflows = stats.overflows;
+  return result;
+}
+
+async function writeFileOf(
+  file: PlannedFile,
+  path: string,
+  emit: (name: string) => (recipe: Recipe) => AsyncGenerator<Uint8Array>,
+  advance: (n: number) => void,
+): Promise<void> {
+  switch (file.kind) {
+    case "text":
+      await writeFile(path, file.content, { flag: "wx" });
+      advance(typeof file.content === "string" ? Buffer.byteLength(file.content) : file.content.byteLength);
+      return;
+    case "copy":
+      await copyFile(file.from, path);
+      advance(file.bytes);
+      return;
+    case "custom": {
+      let current = "";
+      const byName = new Map(file.tensors.map((t) => [t.recipe, t.name]));
+      await file.write(path, (recipe) => {
+        current = byName.get(recipe) ?? current;
+        return emit(current)(recipe);
+      });
+      return;
+    }
+    case "safetensors": {
+      const handle = await open(path, "wx");
+      try {
+        const header = safetensorsHeader(file);
+        await handle.write(header, 0, header.byteLength, 0);
+        advance(header.byteLength);
+        let pos = header.byteLength;
+        for (const t of file.tensors) {
+          for await (const block of emit(t.name)(t.recipe)) {
+            await writeAll(handle, block, pos);
+            pos += block.byteLength;
+          }
+        }
+      } finally {
+        await handle.close();
+      }
+      return;
+    }
+  }
+}
+
+async function writeAll(handle: Awaited<ReturnType<typeof open>>, block: Uint8Array, pos: number): Promise<void> {
+  let off = 0;
+  while (off < block.byteLength) {
+    const { bytesWritten } = await handle.write(block, off, block.byteLength - off, pos + off);
+    off += bytesWritten;
+  }
+}
+
+/** The bytes of a recipe's output in row blocks, prefetching the next block while the caller consumes this one. */
+export async function* blocks(recipe: Recipe, blockBytes: number, stats: CastStats): AsyncGenerator<Uint8Array> {
+  const rows = rowCount(recipe);
+  const rb = rowBytes(recipe);
+  if (recipeBytes(recipe) === 0) return;
+  const step = Math.max(1, Math.floor(blockBytes / Math.max(1, rb)));
+  let next: Promise<Uint8Array> | undefined = materializeRows(recipe, 0, Math.min(step, rows), stats);
+  for (let start = 0; start < rows; start += step) {
+    const current: Promise<Uint8Array> = next as Promise<Uint8Array>;
+    const after = start + step;
+    next = after < rows ? materializeRows(recipe, after, Math.min(after + step, rows), stats) : undefined;
+    // Attach a handler now so a failing prefetch is not reported as unhandled while we await `current`.
+    next?.catch(() => undefined);
+    yield await current;
+  }
+}

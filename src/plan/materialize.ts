@@ -1,0 +1,138 @@
+import { formatError } from "../errors.js";
+import { castBytes, type CastStats } from "../tensors/cast.js";
+import { byteSize, DTYPES, numel } from "../tensors/dtypes.js";
+import type { Recipe } from "./recipe.js";
+
+/** Rows along dim 0 (a 0-d tensor is one row). */
+export function rowCount(r: Recipe): number {
+  return r.shape.length === 0 ? 1 : (r.shape[0] as number);
+}
+
+export function rowBytes(r: Recipe): number {
+  return byteSize(r.dtype, r.shape.slice(1));
+}
+
+/**
+ * The bytes of rows [start, end) of a recipe's output, reading only what those rows need. The executor walks a
+ * tensor in row blocks, so memory stays at a block, not a tensor, for every recipe kind.
+ */
+export async function materializeRows(r: Recipe, start: number, end: number, stats: CastStats): Promise<Uint8Array> {
+  const rb = rowBytes(r);
+  switch (r.kind) {
+    case "read":
+      return r.source.read(r.offset + start * rb, (end - start) * rb);
+    case "strided":
+      return gatherStrided(r, start, end);
+    case "cast":
+      return castBytes(await materializeRows(r.input, start, end, stats), r.input.dtype, r.dtype, stats);
+    case "padRows": {
+      const have = rowCount(r.input);
+      const out = new Uint8Array((end - start) * rb);
+      const realEnd = Math.min(end, have);
+      if (start < realEnd) {
+        out.set(await materializeRows(r.input, start, realEnd, stats), 0);
+      }
+      if (end > have) {
+        const last = await materializeRows(r.input, have - 1, have, stats);
+        for (let row = Math.max(start, have); row < end; row++) out.set(last, (row - start) * rb);
+      }
+      return out;
+    }
+    case "concat":
+      return r.dim === 0 ? concatRows(r.parts, start, end, rb, stats) : concatInner(r, start, end, stats);
+    case "select":
+      return r.dim === 0 ? selectRows(r.input, r.indices, start, end, rb, stats) : selectInner(r, start, end, stats);
+  }
+}
+
+async function concatRows(parts: readonly Recipe[], start: number, end: number, rb: number, stats: CastStats) {
+  const out = new Uint8Array((end - start) * rb);
+  let base = 0;
+  for (const p of parts) {
+    const n = rowCount(p);
+    const lo = Math.max(start, base);
+    const hi = Math.min(end, base + n);
+    if (lo < hi) {
+      out.set(await materializeRows(p, lo - base, hi - base, stats), (lo - start) * rb);
+    }
+    base += n;
+  }
+  return out;
+}
+
+/** Concatenation on dim k > 0: the same rows of every part, interleaved block by block (row-parallel merges). */
+async function concatInner(r: Recipe & { kind: "concat" }, start: number, end: number, stats: CastStats) {
+  const blocks = await Promise.all(r.parts.map((p) => materializeRows(p, start, end, stats)));
+  const outer = (end - start) * numel(r.shape.slice(1, r.dim));
+  const inner = r.parts.map((p) => byteSize(p.dtype, p.shape.slice(r.dim)));
+  const total = inner.reduce((a, b) => a + b, 0);
+  const out = new Uint8Array(outer * total);
+  for (let o = 0; o < outer; o++) {
+    let at = o * total;
+    for (const [i, b] of blocks.entries()) {
+      const w = inner[i] as number;
+      out.set(b.subarray(o * w, (o + 1) * w), at);
+      at += w;
+    }
+  }
+  return out;
+}
+
+/** Row selection reads runs of consecutive source rows in one request each. */
+async function selectRows(input: Recipe, indices: readonly number[], start: number, end: number, rb: number, stats: CastStats) {
+  const out = new Uint8Array((end - start) * rb);
+  let i = start;
+  while (i < end) {
+    const first = indices[i] as number;
+    let j = i + 1;
+    while (j < end && indices[j] === first + (j - i)) j++;
+    out.set(await materializeRows(input, first, first + (j - i), stats), (i - start) * rb);
+    i = j;
+  }
+  return out;
+}
+
+async function selectInner(r: Recipe & { kind: "select" }, start: number, end: number, stats: CastStats) {
+  const src = await materializeRows(r.input, start, end, stats);
+  const outer = (end - start) * numel(r.input.shape.slice(1, r.dim));
+  const inner = byteSize(r.dtype, r.input.shape.slice(r.dim + 1));
+  const srcSpan = inner * (r.input.shape[r.dim] as number);
+  const out = new Uint8Array(outer * inner * r.indices.length);
+  let at = 0;
+  for (let o = 0; o < outer; o++) {
+    for (const idx of r.indices) {
+      out.set(src.subarray(o * srcSpan + idx * inner, o * srcSpan + (idx + 1) * inner), at);
+      at += inner;
+    }
+  }
+  return out;
+}
+
+async function gatherStrided(r: Recipe & { kind: "strided" }, start: number, end: number): Promise<Uint8Array> {
+  const w = DTYPES[r.dtype].bytes;
+  const shape = r.shape.length === 0 ? [1] : r.shape;
+  const stride = r.stride.length === 0 ? [1] : r.stride;
+  const sub = [end - start, ...shape.slice(1)];
+  const n = numel(sub);
+  const out = new Uint8Array(n * w);
+  if (n === 0) return out;
+  const base = r.storageOffset + start * (stride[0] as number);
+  let span = 0;
+  for (let d = 0; d < sub.length; d++) span += ((sub[d] as number) - 1) * (stride[d] as number);
+  if ((base + span + 1) * w > r.source.size) {
+    throw formatError(`strided view reaches past its storage`, { tensor: r.label });
+  }
+  const window = await r.source.read(base * w, (span + 1) * w);
+  const idx = new Array<number>(sub.length).fill(0);
+  for (let e = 0; e < n; e++) {
+    let off = 0;
+    for (let d = 0; d < sub.length; d++) off += (idx[d] as number) * (stride[d] as number);
+    out.set(window.subarray(off * w, off * w + w), e * w);
+    for (let d = sub.length - 1; d >= 0; d--) {
+      idx[d] = (idx[d] as number) + 1;
+      if ((idx[d] as number) < (sub[d] as number)) break;
+      idx[d] = 0;
+    }
+  }
+  return out;
+}
