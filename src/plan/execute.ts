@@ -1,9 +1,10 @@
-import { createHash, type Hash } from "node:crypto";
+import { createHash } from "node:crypto";
 import { copyFile, mkdir, open, stat, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { MegahubError } from "../errors.js";
 import { safetensorsHeader } from "../formats/safetensors/write.js";
-import type { CastStats } from "../tensors/cast.js";
+
+import { castBytes, type CastStats } from "../tensors/cast.js";
 import { materializeRows, rowBytes, rowCount } from "./materialize.js";
 import { fileBytes, tensorsOf, type Plan, type PlannedFile } from "./plan.js";
 import { describe, recipeBytes, type Recipe } from "./recipe.js";
@@ -35,6 +36,7 @@ export async function executePlan(plan: Plan, dir: string, options: ExecuteOptio
   const total = plan.files.reduce((a, f) => a + fileBytes(f, (t) => safetensorsHeader(t).byteLength), 0);
   const stats: CastStats = { overflows: 0 };
   const result: ExecuteResult = { files: {}, tensors: {}, overflows: 0, bytesWritten: 0 };
+  const digests = new Map<Recipe, string>();
   let done = 0;
   const advance = (n: number) => {
     done += n;
@@ -44,21 +46,21 @@ export async function executePlan(plan: Plan, dir: string, options: ExecuteOptio
   for (const file of plan.files) {
     const path = join(dir, file.path);
     await mkdir(dirname(path), { recursive: true });
-    const hashes = new Map<string, Hash>();
     const emit = (name: string) =>
       async function* (recipe: Recipe): AsyncGenerator<Uint8Array> {
-        const h = options.hash === false ? undefined : createHash("sha256");
+        // The tied embedding is written twice (shared_embedding and lm_head): hash its bytes once.
+        const h = options.hash === false || digests.has(recipe) ? undefined : createHash("sha256");
         for await (const block of blocks(recipe, blockBytes, stats)) {
           h?.update(block);
           yield block;
           advance(block.byteLength);
         }
-        if (h) hashes.set(name, h);
+        if (h) digests.set(recipe, h.digest("hex"));
       };
     await writeFileOf(file, path, emit, advance);
     for (const t of tensorsOf(file)) {
-      const h = hashes.get(t.name);
-      result.tensors[t.name] = { ...(h ? { sha256: h.digest("hex") } : {}), recipe: describe(t.recipe) };
+      const sha256 = digests.get(t.recipe);
+      result.tensors[t.name] = { ...(sha256 ? { sha256 } : {}), recipe: describe(t.recipe) };
     }
     const bytes = (await stat(path)).size;
     const expected = fileBytes(file, (t) => safetensorsHeader(t).byteLength);
@@ -125,19 +127,41 @@ async function writeAll(handle: Awaited<ReturnType<typeof open>>, block: Uint8Ar
   }
 }
 
-/** The bytes of a recipe's output in row blocks, prefetching the next block while the caller consumes this one. */
-export async function* blocks(recipe: Recipe, blockBytes: number, stats: CastStats): AsyncGenerator<Uint8Array> {
-  const rows = rowCount(recipe);
-  const rb = rowBytes(recipe);
-  if (recipeBytes(recipe) === 0) return;
-  const step = Math.max(1, Math.floor(blockBytes / Math.max(1, rb)));
-  let next: Promise<Uint8Array> | undefined = materializeRows(recipe, 0, Math.min(step, rows), stats);
-  for (let start = 0; start < rows; start += step) {
-    const current: Promise<Uint8Array> = next as Promise<Uint8Array>;
-    const after = start + step;
-    next = after < rows ? materializeRows(recipe, after, Math.min(after + step, rows), stats) : undefined;
-    // Attach a handler now so a failing prefetch is not reported as unhandled while we await `current`.
-    next?.catch(() => undefined);
-    yield await current;
+/**
+ * The bytes of a recipe's output, in order, in blocks of about `blockBytes`. Plain reads and dim-0 concatenations
+ * (the bulk of any conversion) pass input blocks straight through; casts convert block by block; every other recipe
+ * is cut into row blocks. The next block is read while the caller writes the current one.
+ */
+export function blocks(recipe: Recipe, blockBytes: number, stats: CastStats): AsyncGenerator<Uint8Array> {
+  return prefetch(stream(recipe, blockBytes, stats));
+}
+
+async function* stream(r: Recipe, blockBytes: number, stats: CastStats): AsyncGenerator<Uint8Array> {
+  if (r.kind === "read") {
+    const total = recipeBytes(r);
+    const step = Math.max(8, blockBytes - (blockBytes % 8));
+    for (let off = 0; off < total; off += step) yield await r.source.read(r.offset + off, Math.min(step, total - off));
+  } else if (r.kind === "concat" && r.shape.slice(0, r.dim).every((d) => d === 1)) {
+    for (const p of r.parts) yield* stream(p, blockBytes, stats);
+  } else if (r.kind === "cast") {
+    for await (const chunk of stream(r.input, blockBytes, stats)) yield castBytes(chunk, r.input.dtype, r.dtype, stats);
+  } else {
+    const rows = rowCount(r);
+    const step = Math.max(1, Math.floor(blockBytes / Math.max(1, rowBytes(r))));
+    if (recipeBytes(r) === 0) return;
+    for (let start = 0; start < rows; start += step) yield await materializeRows(r, start, Math.min(start + step, rows), stats);
+  }
+}
+
+/** Keeps one `next()` of the source in flight while the consumer handles the current value. */
+async function* prefetch<T>(source: AsyncGenerator<T>): AsyncGenerator<T> {
+  let pending = source.next();
+  for (;;) {
+    const current = await pending;
+    if (current.done) return;
+    pending = source.next();
+    // A failing read-ahead is reported when awaited, not as an unhandled rejection in between.
+    pending.catch(() => undefined);
+    yield current.value;
   }
 }

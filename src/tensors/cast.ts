@@ -116,12 +116,9 @@ export function castBytes(bytes: Uint8Array, from: Dtype, to: Dtype, stats: Cast
       const out = new Uint16Array(n);
       // F16 ↔ BF16 goes through f32 exactly (every f16/bf16 value is an f32 value), then rounds once.
       const narrow = to === "F16" ? f32ToF16 : f32ToBf16;
-      if (from === "F64") {
-        // Double rounding (f64 → f32 → f16) can differ from direct rounding; round f64 to f32 with sticky bit first.
-        for (let i = 0; i < n; i++) out[i] = narrow(stickyF32(get(i)), stats);
-      } else {
-        for (let i = 0; i < n; i++) out[i] = narrow(get(i), stats);
-      }
+      // An F64 source goes through f32 first (Math.fround, then the f32 value's reader): torch narrows doubles
+      // the same way (c10::Half and c10::BFloat16 construct from float), and bit-exactness with torch is the goal.
+      for (let i = 0; i < n; i++) out[i] = narrow(Math.fround(get(i)), stats);
       return new Uint8Array(out.buffer);
     }
     default:
@@ -136,16 +133,4 @@ function f16Table(): Float32Array {
     for (let i = 0; i < 65536; i++) table[i] = f16ToF32(i);
   }
   return table;
-}
-
-/** Rounds an f64 to f32 toward zero and sets the lowest bit when inexact, so a second rounding is correct. */
-function stickyF32(x: number): number {
-  f32[0] = x;
-  const r = f32[0] as number;
-  if (r === x || !Number.isFinite(x) || !Number.isFinite(r)) return r;
-  if (Math.abs(r) > Math.abs(x)) {
-    u32[0] = (u32[0] as number) - 1;
-  }
-  u32[0] = (u32[0] as number) | 1;
-  return f32[0] as number;
 }

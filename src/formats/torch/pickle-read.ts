@@ -123,6 +123,12 @@ export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks =
         push(new PyDict([], true));
         return;
       }
+      // Protocol 2 has no bytes opcode: Python 3 pickles bytes as _codecs.encode(latin1 text, "latin1").
+      const [text, encoding] = args.items;
+      if (fn.qualified === "_codecs.encode" && typeof text === "string" && encoding === "latin1" && args.items.length === 2) {
+        push(latin1Bytes(text));
+        return;
+      }
     }
     push(new PyCall(fn, args, kind));
   };
@@ -233,8 +239,8 @@ export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks =
       case 0x8d: // BINUNICODE8
         push(str(take(u64())));
         break;
-      case 0x56: // UNICODE (protocol 0, raw-unicode-escape; ASCII in practice)
-        push(line());
+      case 0x56: // UNICODE (protocol 0, raw-unicode-escape)
+        push(rawUnicodeEscape(line()));
         break;
       case 0x54: // BINSTRING (py2 str)
         push(latin1.decode(take(dv.getInt32(need(4), true))));
@@ -428,4 +434,17 @@ export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks =
         fail(`unsupported opcode 0x${op.toString(16).padStart(2, "0")}`);
     }
   }
+}
+
+function latin1Bytes(text: string): Uint8Array {
+  const out = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i++) out[i] = text.charCodeAt(i) & 0xff;
+  return out;
+}
+
+function rawUnicodeEscape(s: string): string {
+  return s.replace(/\\u([0-9a-fA-F]{4})|\\U([0-9a-fA-F]{8})/g, (m, u: string | undefined, U: string | undefined) => {
+    const cp = parseInt((u ?? U) as string, 16);
+    return cp <= 0x10ffff ? String.fromCodePoint(cp) : m;
+  });
 }

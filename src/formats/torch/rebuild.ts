@@ -21,12 +21,19 @@ const KNOWN_GLOBALS = new Set([
   "builtins.bytearray",
   "builtins.slice",
   "builtins.complex",
+  // Protocol 2 spells builtins "__builtin__"; getattr(EnumClass, "member") is how enums such as ModelType pickle.
+  "builtins.getattr",
+  "__builtin__.getattr",
+  "__builtin__.set",
+  "__builtin__.frozenset",
+  "__builtin__.bytearray",
   "torch.Size",
   "torch.device",
 ]);
 
 /** Modules whose functions run commands, evaluate code or touch files: worth a loud report when a pickle names them. */
-const DANGEROUS = /^(os|posix|nt|subprocess|sys|shutil|socket|importlib|runpy|pty|pickle|marshal|ctypes|code|webbrowser)\.|^builtins\.(eval|exec|compile|open|__import__|getattr|setattr|delattr|globals|locals|input|breakpoint)$/;
+const DANGEROUS =
+  /^(os|posix|nt|subprocess|sys|shutil|socket|importlib|runpy|pty|pickle|marshal|ctypes|code|webbrowser)\.|^(builtins|__builtin__)\.(eval|exec|compile|open|__import__|setattr|delattr|globals|locals|input|breakpoint|apply)$/;
 
 export interface GlobalsReport {
   unknown: string[];

@@ -1,0 +1,195 @@
+import { createHash } from "node:crypto";
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { cp, readdir, readFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { convertMegatronToHf } from "../src/converters/convert.js";
+import { isMegahubError } from "../src/errors.js";
+import { castBytes } from "../src/tensors/cast.js";
+import { fixture, hasFixture, openSafetensors } from "./helpers/fixtures.js";
+import { megahub } from "./helpers/cli.js";
+
+const work = mkdtempSync(join(tmpdir(), "megahub-convert-"));
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+let n = 0;
+const out = () => join(work, `out${n++}`);
+
+/** Every fixture checkpoint that ships the HF tensors torch computed for it. */
+const CHECKPOINTS = hasFixture("megatron")
+  ? readdirSync(fixture("megatron")).filter((d) => existsSync(fixture("megatron", d, "expected-hf.safetensors")))
+  : [];
+
+interface ExpectedDims {
+  hidden: number;
+  heads: number;
+  kv_channels: number;
+  ffn: number;
+  encoder_layers: number;
+  decoder_layers: number;
+  padded_vocab: number;
+}
+
+function hashTree(dir: string): string {
+  const h = createHash("sha256");
+  const walk = (d: string) => {
+    for (const e of readdirSync(d).sort()) {
+      const p = join(d, e);
+      if (statSync(p).isDirectory()) walk(p);
+      else h.update(p).update(readFileSync(p));
+    }
+  };
+  walk(dir);
+  return h.digest("hex");
+}
+
+async function expectSameTensors(hfDir: string, expectedPath: string, cast?: "F32" | "BF16" | "F16"): Promise<number> {
+  const expected = await openSafetensors(expectedPath);
+  const got = await openSafetensors(join(hfDir, "model.safetensors"));
+  try {
+    expect(got.st.entries.map((e) => e.name).sort()).toEqual(expected.st.entries.map((e) => e.name).sort());
+    for (const e of expected.st.entries) {
+      const g = got.st.get(e.name);
+      expect(g?.shape, e.name).toEqual(e.shape);
+      let want = await expected.bytes(e.name);
+      if (cast) want = castBytes(want, e.dtype, cast, { overflows: 0 });
+      expect(g?.dtype, e.name).toBe(cast ?? e.dtype);
+      expect(Buffer.compare(await got.bytes(e.name), want), `${e.name} differs from torch's`).toBe(0);
+    }
+    return expected.st.entries.length;
+  } finally {
+    await expected.close();
+    await got.close();
+  }
+}
+
+describe.skipIf(CHECKPOINTS.length === 0)("convert is bit-exact with torch", () => {
+  it.each(CHECKPOINTS)("%s", async (name) => {
+    const input = fixture("megatron", name);
+    const before = hashTree(input);
+    const dir = out();
+    const res = await convertMegatronToHf({ input, out: dir });
+    const count = await expectSameTensors(dir, fixture("megatron", name, "expected-hf.safetensors"));
+    expect(count).toBeGreaterThan(20);
+    const dims = JSON.parse(readFileSync(fixture("megatron", name, "expected-hf.json"), "utf8")) as ExpectedDims;
+    const config = JSON.parse(await readFile(join(dir, "config.json"), "utf8")) as Record<string, unknown>;
+    expect(config).toMatchObject({
+      hidden_size: dims.hidden,
+      num_heads: dims.heads,
+      kv_channels: dims.kv_channels,
+      ffn_hidden_size: dims.ffn,
+      num_layers: dims.encoder_layers,
+      num_decoder_layers: dims.decoder_layers,
+      vocab_size: dims.padded_vocab,
+      tie_word_embeddings: false,
+      model_type: "openba",
+    });
+    expect(res.converted.dims.vocab).toBe(dims.padded_vocab);
+    expect(hashTree(input)).toBe(before); // the input is never written
+  });
+});
+
+describe.skipIf(!hasFixture("megatron", "fp16-tp2"))("convert options and layouts", () => {
+  const input = fixture("megatron", "fp16-tp2");
+
+  it.each(["F32", "BF16"] as const)("--dtype casts exactly (%s)", async (dtype) => {
+    const dir = out();
+    await convertMegatronToHf({ input, out: dir, dtype: dtype === "F32" ? "fp32" : "bf16" });
+    await expectSameTensors(dir, fixture("megatron", "fp16-tp2", "expected-hf.safetensors"), dtype);
+  });
+
+  it("shards with an exact index when --max-shard-size is small", async () => {
+    const dir = out();
+    await convertMegatronToHf({ input, out: dir, maxShardBytes: 200_000 });
+    const files = (await readdir(dir)).filter((f) => f.endsWith(".safetensors")).sort();
+    expect(files.length).toBeGreaterThan(1);
+    expect(files[0]).toBe(`model-00001-of-${String(files.length).padStart(5, "0")}.safetensors`);
+    const index = JSON.parse(await readFile(join(dir, "model.safetensors.index.json"), "utf8")) as {
+      metadata: { total_size: number };
+      weight_map: Record<string, string>;
+    };
+    let total = 0;
+    for (const f of files) {
+      const st = await openSafetensors(join(dir, f));
+      for (const e of st.st.entries) {
+        expect(index.weight_map[e.name]).toBe(f);
+        total += e.end - e.begin;
+      }
+      await st.close();
+    }
+    expect(index.metadata.total_size).toBe(total);
+  });
+
+  it("writes tokenizer files with OpenBA's ids when given a sentencepiece model", async () => {
+    const dir = out();
+    const res = await convertMegatronToHf({ input, out: dir, tokenizer: fixture("tokenizer", "spiece.model") });
+    const sp = res.converted.tokenizer?.spSize ?? 0;
+    expect(sp).toBeGreaterThan(100);
+    const added = JSON.parse(await readFile(join(dir, "added_tokens.json"), "utf8")) as Record<string, number>;
+    expect(added).toEqual({ "<R>": sp + 100, "<S>": sp + 101, "<X>": sp + 102 });
+    const tc = JSON.parse(await readFile(join(dir, "tokenizer_config.json"), "utf8")) as Record<string, unknown>;
+    expect(tc.chat_template).toContain("<extra_id_0>");
+    expect((tc.added_tokens_decoder as Record<string, { content: string }>)[String(sp + 99)]?.content).toBe("<extra_id_0>");
+    expect(readFileSync(join(dir, "spiece.model")).equals(readFileSync(fixture("tokenizer", "spiece.model")))).toBe(true);
+  });
+
+  it("reads a checkpoint inside an uncompressed .tar in place", async () => {
+    const tar = join(work, "ckpt.tar");
+    execFileSync("tar", ["-cf", tar, "-C", fixture("megatron"), "fp16-tp2"]);
+    const dir = out();
+    await convertMegatronToHf({ input: tar, out: dir });
+    await expectSameTensors(dir, fixture("megatron", "fp16-tp2", "expected-hf.safetensors"));
+  });
+
+  it("accepts the iteration directory and --iteration", async () => {
+    const iter = (await readdir(input)).find((d) => d.startsWith("iter_")) as string;
+    const dir = out();
+    await convertMegatronToHf({ input: join(input, iter), out: dir });
+    await expectSameTensors(dir, fixture("megatron", "fp16-tp2", "expected-hf.safetensors"));
+    const err = await convertMegatronToHf({ input, out: out(), iteration: 999 }).catch((e: unknown) => e);
+    expect(isMegahubError(err) && err.message).toMatch(/no iter_0000999 directory; available: iter_/);
+  });
+
+  it("names the missing rank and writes nothing", async () => {
+    const copy = join(work, "missing-rank");
+    await cp(fixture("megatron", "fp16-tp4"), copy, { recursive: true });
+    const iter = (await readdir(copy)).find((d) => d.startsWith("iter_")) as string;
+    rmSync(join(copy, iter, "mp_rank_02"), { recursive: true });
+    const target = out();
+    const err = await convertMegatronToHf({ input: copy, out: target }).catch((e: unknown) => e);
+    expect(isMegahubError(err) && err.message).toMatch(/missing mp_rank_02/);
+    expect(existsSync(target)).toBe(false);
+  });
+
+  it("refuses pipeline parallelism clearly", async () => {
+    const err = await convertMegatronToHf({ input: fixture("megatron", "pp2"), out: out() }).catch((e: unknown) => e);
+    expect(isMegahubError(err) && err.code).toBe("UNSUPPORTED");
+    expect((err as Error).message).toMatch(/PP 2.*not supported yet/);
+  });
+
+  it("refuses to overwrite a non-empty output", async () => {
+    const dir = out();
+    await convertMegatronToHf({ input, out: dir });
+    const err = await convertMegatronToHf({ input, out: dir }).catch((e: unknown) => e);
+    expect(isMegahubError(err) && err.code).toBe("OUTPUT");
+  });
+
+  it("CLI: --dry-run prints the plan as JSON and writes nothing", () => {
+    const target = out();
+    const r = megahub(["convert", input, "--out", target, "--dry-run", "--json"]);
+    expect(r.code, r.stderr).toBe(0);
+    const plan = r.json<{ dryRun: boolean; plan: { files: { path: string }[]; bytesToWrite: number } }>();
+    expect(plan.dryRun).toBe(true);
+    expect(plan.plan.files.map((f) => f.path)).toContain("model.safetensors");
+    expect(plan.plan.bytesToWrite).toBeGreaterThan(0);
+    expect(existsSync(target)).toBe(false);
+  });
+
+  it("CLI: errors are one line naming the file, with a non-zero exit", () => {
+    const r = megahub(["convert", fixture("megatron", "pp2"), "--out", out()]);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim().split("\n")).toHaveLength(1);
+    expect(r.stderr).toMatch(/pp2.*PP 2/);
+  });
+});
