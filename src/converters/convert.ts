@@ -1,12 +1,10 @@
 import { resolve } from "node:path";
 import { openMegatron } from "../formats/megatron/read.js";
 import { safetensorsHeader } from "../formats/safetensors/write.js";
-import { StagedDir } from "../io/atomic.js";
-import { executePlan, type ExecuteResult } from "../plan/execute.js";
-import { writeManifest, type Manifest } from "../plan/manifest.js";
+import type { ExecuteResult } from "../plan/execute.js";
+import { runPlan } from "../plan/run.js";
 import { summarizePlan, type PlanSummary } from "../plan/plan.js";
 import { planMegatronToHf, type ConvertOptions, type ConvertPlan } from "./megatron-to-hf.js";
-import { VERSION } from "../version.js";
 
 export interface ConvertJob extends ConvertOptions {
   input: string;
@@ -42,34 +40,19 @@ export async function convertMegatronToHf(job: ConvertJob): Promise<ConvertResul
     if (job.dryRun) {
       return { summary, converted, source, out: job.out };
     }
-    const staged = await StagedDir.create(job.out);
-    try {
-      const execution = await executePlan(plan, staged.path, job.onProgress ? { onProgress: job.onProgress } : {});
-      const manifest: Manifest = {
-        megahub: VERSION,
-        architecture: "openba",
-        model: { ...planned.dims },
-        parameters: { ...planned.params },
-        lineage: [
-          {
-            step: "convert",
-            at: new Date().toISOString(),
-            source: { path: source.path, format: "megatron", iteration: source.iteration, tp: source.tp, pp: source.pp, dtype: planned.dtypes.join(",") },
-            settings: { dtype: job.dtype ?? "keep", maxShardBytes: job.maxShardBytes ?? null, tokenizer: job.tokenizer ?? null },
-            notes: [...plan.notes, ...(execution.overflows > 0 ? [`${execution.overflows} values overflowed to ±inf when casting`] : [])],
-          },
-        ],
-        files: execution.files,
-        tensors: execution.tensors,
-        verification: [],
-      };
-      await writeManifest(staged.path, manifest);
-      await staged.commit();
-      return { summary, converted, source, execution, out: job.out };
-    } catch (e) {
-      await staged.abort();
-      throw e;
-    }
+    const execution = await runPlan(plan, job.out, {
+      ...(job.onProgress ? { onProgress: job.onProgress } : {}),
+      step: {
+        step: "convert",
+        source: { path: source.path, format: "megatron", iteration: source.iteration, tp: source.tp, pp: source.pp, dtype: planned.dtypes.join(",") },
+        settings: { dtype: job.dtype ?? "keep", maxShardBytes: job.maxShardBytes ?? null, tokenizer: job.tokenizer ?? null },
+        notes: [...plan.notes],
+      },
+      sourceDir: job.input,
+      model: { ...planned.dims },
+      parameters: { ...planned.params },
+    });
+    return { summary, converted, source, execution, out: job.out };
   } finally {
     await ckpt.close();
   }

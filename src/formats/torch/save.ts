@@ -72,7 +72,7 @@ export function prepareTorchCheckpoint(root: PyValue, options: SaveOptions = {})
         if (k.dtype !== s.dtype || k.numel !== s.numel || k.location !== s.location) {
           throw new MegahubError(
             "USAGE",
-            `two different storages share key "${s.key}" (${k.dtype}×${k.numel} on ${k.location} and ${s.dtype}×${s.numel} on ${s.location}); give them distinct keys or save with renumber`,
+            `two different storages share key "${s.key}" (${k.dtype}×${k.numel} on ${k.location} and ${s.dtype}×${s.numel} on ${s.location}); a key names one storage, so give them distinct keys`,
           );
         }
         return known.key;

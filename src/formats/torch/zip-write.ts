@@ -127,7 +127,8 @@ export function zipLayout(records: readonly Pick<ZipRecord, "name" | "bytes">[],
     const dataOffset = unpadded + pad;
     out.push({ name: r.name, nameBytes, bytes: r.bytes, offset: pos, dataOffset, zip64, extraLength });
     pos = dataOffset + r.bytes + (zip64 ? 24 : 16);
-    central += CENTRAL_HEADER + nameBytes.length + centralExtra(r.bytes, out.at(-1) as RecordLayout, force).length;
+    const fields = centralExtra(r.bytes, out.at(-1) as RecordLayout, force).length;
+    central += CENTRAL_HEADER + nameBytes.length + (fields > 0 ? 4 + 8 * fields : 0);
   }
   const zip64End = true; // torch always writes the ZIP64 end record and locator
   const totalBytes = pos + central + (zip64End ? 56 + 20 : 0) + 22;
