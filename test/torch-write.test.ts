@@ -239,6 +239,8 @@ describe("zip writer", () => {
     const clash = od([["a", newTensor("F32", [4], "0")], ["b", newTensor("F16", [4], "0")]]);
     expect(() => torchFileSize(clash)).toThrow(/share key "0"/);
     expect(() => torchFileSize(clash, { renumber: true })).toThrow(/share key "0"/);
+    const planned = od([["w", newTensor("F32", [4], "9")]]);
+    expect(() => torchFileForPlan("x.pt", planned, [])).toThrow(/no recipe for storage "9"/);
   });
 });
 

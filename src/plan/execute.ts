@@ -57,13 +57,16 @@ export async function executePlan(plan: Plan, dir: string, options: ExecuteOptio
         }
         if (h) digests.set(recipe, h.digest("hex"));
       };
+    const before = done;
     await writeFileOf(file, path, emit, advance);
+    const expected = fileBytes(file, (t) => safetensorsHeader(t).byteLength);
+    // Custom writers report tensor bytes only; count their headers and pickles too so progress ends at 100 %.
+    if (file.kind === "custom") advance(expected - (done - before));
     for (const t of tensorsOf(file)) {
       const sha256 = digests.get(t.recipe);
       result.tensors[t.name] = { ...(sha256 ? { sha256 } : {}), recipe: describe(t.recipe) };
     }
     const bytes = (await stat(path)).size;
-    const expected = fileBytes(file, (t) => safetensorsHeader(t).byteLength);
     if (bytes !== expected) {
       throw new MegahubError("OUTPUT", `wrote ${bytes} bytes, planned ${expected}`, { file: path });
     }

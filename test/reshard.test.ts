@@ -1,0 +1,177 @@
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { cp, readFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { convertMegatronToHf } from "../src/converters/convert.js";
+import { reshardMegatron } from "../src/converters/reshard.js";
+import { hfToMegatron } from "../src/converters/to-megatron.js";
+import { isMegahubError } from "../src/errors.js";
+import { fixture, hasFixture, openSafetensors } from "./helpers/fixtures.js";
+import { megahub } from "./helpers/cli.js";
+import { HAS_TORCH, runPython } from "./helpers/torch.js";
+
+const work = mkdtempSync(join(tmpdir(), "megahub-reshard-"));
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+let n = 0;
+const out = (tag = "out") => join(work, `${tag}${n++}`);
+
+async function hfBytes(dir: string): Promise<Map<string, Buffer>> {
+  const f = await openSafetensors(join(dir, "model.safetensors"));
+  const m = new Map<string, Buffer>();
+  for (const e of f.st.entries) m.set(e.name, Buffer.from(await f.bytes(e.name)));
+  await f.close();
+  return m;
+}
+
+/** Converting after a chain of re-splits must give the very bytes of converting the source. */
+async function expectSameModel(a: string, b: string): Promise<void> {
+  const [x, y] = [await hfBytes(a), await hfBytes(b)];
+  expect([...y.keys()].sort()).toEqual([...x.keys()].sort());
+  for (const [k, v] of x) expect(Buffer.compare(v, y.get(k) as Buffer), k).toBe(0);
+}
+
+const hasFixtures = hasFixture("megatron", "fp16-tp1") && hasFixture("megatron", "fp16-tp2") && hasFixture("tokenizer", "spiece.model");
+const tokenizer = fixture("tokenizer", "spiece.model");
+
+describe.skipIf(!hasFixtures)("reshard round trips are bit-exact", () => {
+  it("TP 1 → 2 → 4 → 1", async () => {
+    const src = fixture("megatron", "fp16-tp1");
+    const t2 = out();
+    const t4 = out();
+    const t1 = out();
+    await reshardMegatron({ input: src, out: t2, tp: 2, tokenizer });
+    await reshardMegatron({ input: t2, out: t4, tp: 4, tokenizer });
+    const res = await reshardMegatron({ input: t4, out: t1, tp: 1, tokenizer });
+    expect(res.dropped).toEqual([]); // t4 has no optimizer state left to drop
+    const [a, b] = [out("hf"), out("hf")];
+    await convertMegatronToHf({ input: src, out: a });
+    await convertMegatronToHf({ input: t1, out: b });
+    await expectSameModel(a, b);
+  });
+
+  it("TP 2 → 3 (not a power of two) → 2", async () => {
+    const src = fixture("megatron", "fp16-tp2");
+    const t3 = out();
+    const t2 = out();
+    const r3 = await reshardMegatron({ input: src, out: t3, tp: 3, tokenizer });
+    expect(r3.dropped).toContain("optimizer");
+    expect(r3.dropped).toContain("rng_state");
+    await reshardMegatron({ input: t3, out: t2, tp: 2, tokenizer });
+    const [a, b] = [out("hf"), out("hf")];
+    await convertMegatronToHf({ input: src, out: a });
+    await convertMegatronToHf({ input: t2, out: b });
+    await expectSameModel(a, b);
+  });
+
+  it("convert ∘ to-megatron gives back the model tensors", async () => {
+    const src = fixture("megatron", "fp16-tp2");
+    const hf = out("hf");
+    await convertMegatronToHf({ input: src, out: hf, tokenizer });
+    const back = out();
+    await hfToMegatron({ input: hf, out: back, tp: 2 });
+    const [a, b] = [out("hf"), out("hf")];
+    await convertMegatronToHf({ input: src, out: a });
+    await convertMegatronToHf({ input: back, out: b });
+    await expectSameModel(a, b);
+  });
+});
+
+describe.skipIf(!hasFixtures)("bad input", () => {
+  it("refuses a TP that does not divide the heads, naming the numbers", async () => {
+    const target = out();
+    const err = await reshardMegatron({ input: fixture("megatron", "fp16-tp1"), out: target, tp: 5, tokenizer }).catch((e: unknown) => e);
+    expect(isMegahubError(err) && err.message).toMatch(/TP 5 does not divide the 12 attention heads/);
+    expect(existsSync(target)).toBe(false);
+  });
+
+  it("refuses to guess the vocabulary when padding must change", async () => {
+    const err = await reshardMegatron({ input: fixture("megatron", "fp16-tp1"), out: out(), tp: 4 }).catch((e: unknown) => e);
+    // The fixture's args may carry the true size; without it the padding change must be refused.
+    if (err instanceof Error) expect(err.message).toMatch(/true vocabulary size is unknown|--true-vocab-size/);
+  });
+
+  it("a corrupt shard is a clear error and nothing is written", async () => {
+    const copy = out("corrupt");
+    await cp(fixture("megatron", "fp16-tp2"), copy, { recursive: true });
+    const iter = readdirSync(copy).find((d) => d.startsWith("iter_")) as string;
+    const file = join(copy, iter, "mp_rank_01", "model_optim_rng.pt");
+    const bytes = await readFile(file);
+    writeFileSync(file, bytes.subarray(0, bytes.length >> 1));
+    const target = out();
+    const r = megahub(["reshard", copy, "--out", target, "--tp", "4", "--tokenizer", tokenizer]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/mp_rank_01/);
+    expect(existsSync(target)).toBe(false);
+    expect(readdirSync(work).some((f) => f.startsWith(".") && f.includes("tmp"))).toBe(false);
+  });
+});
+
+describe.skipIf(!hasFixtures || !HAS_TORCH)("torch loads what megahub writes", () => {
+  it("same keys, nesting, dtypes, shapes, values and args as the shards torch wrote", async () => {
+    const target = out();
+    await reshardMegatron({ input: fixture("megatron", "fp16-tp1"), out: target, tp: 2, tokenizer });
+    const report = runPython(
+      `
+import sys, types, enum, torch, json, argparse, collections
+for m in ["megatron", "megatron.core"]: sys.modules.setdefault(m, types.ModuleType(m))
+e = types.ModuleType("megatron.core.enums")
+class ModelType(enum.Enum):
+    encoder_or_decoder = 1
+    encoder_and_decoder = 2
+    retro_encoder = 3
+    retro_decoder = 4
+e.ModelType = ModelType
+sys.modules["megatron.core.enums"] = e
+import os, glob
+ours_root, ref_root, true_vocab = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def rank_files(root):
+    it = open(os.path.join(root, "latest_checkpointed_iteration.txt")).read().strip()
+    d = "release" if it == "release" else "iter_%07d" % int(it)
+    return sorted(glob.glob(os.path.join(root, d, "mp_rank_*", "model_optim_rng.pt")))
+def flat(x, p=""):
+    out = {}
+    if isinstance(x, dict):
+        for k, v in x.items(): out.update(flat(v, p + "/" + str(k)))
+    else: out[p] = x
+    return out
+problems, checked = [], 0
+ours, refs = rank_files(ours_root), rank_files(ref_root)
+assert len(ours) == len(refs) == 2, (ours, refs)
+for a_path, b_path in zip(ours, refs):
+    a = torch.load(a_path)
+    a2 = torch.load(a_path, weights_only=False)
+    b = torch.load(b_path)
+    fa, fb = flat(a["model"]), flat(b["model"])
+    if sorted(fa) != sorted(fb): problems.append(("keys", sorted(set(fa) ^ set(fb))[:5]))
+    for k in fb:
+        x, y = fa.get(k), fb[k]
+        if x is None: continue
+        checked += 1
+        if x.dtype != y.dtype or x.shape != y.shape: problems.append((k, str(x.dtype), tuple(x.shape), str(y.dtype), tuple(y.shape))); continue
+        if "word_embeddings" in k or "lm_head" in k:
+            rows = x.shape[0]; r0 = int(a_path.split("mp_rank_")[1][:2]) * rows
+            real = max(0, min(rows, true_vocab - r0))
+            if not torch.equal(x[:real], y[:real]): problems.append((k, "values"))
+        elif not torch.equal(x, y): problems.append((k, "values"))
+    va, vb = vars(a["args"]), vars(b["args"])
+    for f in ["tensor_model_parallel_size", "hidden_size", "num_attention_heads", "ffn_hidden_size", "kv_channels", "padded_vocab_size"]:
+        if va.get(f) != vb.get(f): problems.append(("args", f, va.get(f), vb.get(f)))
+    for f, v in vb.items():
+        if f not in va: problems.append(("args missing", f))
+    if a["checkpoint_version"] != b["checkpoint_version"] or a["iteration"] != b["iteration"]: problems.append("header")
+    if type(va.get("params_dtype")) != type(vb.get("params_dtype")): problems.append("params_dtype")
+print(json.dumps({"problems": [str(p) for p in problems], "checked": checked}))
+`,
+      [target, fixture("megatron", "fp16-tp2"), String(await trueVocab())],
+    );
+    const r = JSON.parse(report.trim().split("\n").at(-1) as string) as { problems: string[]; checked: number };
+    expect(r.problems).toEqual([]);
+    expect(r.checked).toBeGreaterThan(50);
+  });
+});
+
+async function trueVocab(): Promise<number> {
+  const dims = JSON.parse(await readFile(fixture("megatron", "fp16-tp1", "expected-hf.json"), "utf8")) as { true_vocab: number };
+  return dims.true_vocab;
+}
