@@ -258,8 +258,9 @@ async function loadLegacyTar(source: ByteSource): Promise<TorchFile> {
   for (let i = 0; i < count; i++) {
     r = unpickle(st.bytes, file, {}, r.end);
     const rec = r.value;
-    const [key, location, cls] = rec instanceof PyTuple ? rec.items : [];
-    if (typeof key !== "string" || typeof location !== "string" || !(cls instanceof PyGlobal)) {
+    const [rawKey, location, cls] = rec instanceof PyTuple ? rec.items : [];
+    const key = legacyKey(rawKey);
+    if (key === undefined || typeof location !== "string" || !(cls instanceof PyGlobal)) {
       throw formatError(`storage record ${i} is not (key, location, storage_type)`, { file });
     }
     if (r.end + 8 > st.bytes.length) {
@@ -277,10 +278,12 @@ async function loadLegacyTar(source: ByteSource): Promise<TorchFile> {
   }
   const viewList = unpickle(st.bytes, file, {}, r.end).value;
   for (const v of viewList instanceof Object && "items" in viewList && Array.isArray(viewList.items) ? viewList.items : []) {
-    const [target, root, offset, numel] = v instanceof PyTuple ? v.items : [];
-    const base = typeof root === "string" ? storages.get(root) : undefined;
-    const baseSrc = typeof root === "string" ? sources.get(root) : undefined;
-    if (typeof target !== "string" || !base || !baseSrc || typeof offset !== "number" || typeof numel !== "number") {
+    const [rawTarget, rawRoot, offset, numel] = v instanceof PyTuple ? v.items : [];
+    const target = legacyKey(rawTarget);
+    const root = legacyKey(rawRoot);
+    const base = root === undefined ? undefined : storages.get(root);
+    const baseSrc = root === undefined ? undefined : sources.get(root);
+    if (target === undefined || !base || !baseSrc || typeof offset !== "number" || typeof numel !== "number") {
       throw formatError("malformed storage view record", { file });
     }
     const w = DTYPES[base.dtype].bytes;
@@ -294,9 +297,11 @@ async function loadLegacyTar(source: ByteSource): Promise<TorchFile> {
   const nt = typeof r.value === "number" ? r.value : -1;
   for (let i = 0; i < nt; i++) {
     r = unpickle(tn.bytes, file, {}, r.end);
-    const [key, sid] = r.value instanceof PyTuple ? r.value.items : [];
-    const storage = typeof sid === "string" ? storages.get(sid) : undefined;
-    if (typeof key !== "string" || !storage) {
+    const [rawKey, sid] = r.value instanceof PyTuple ? r.value.items : [];
+    const key = legacyKey(rawKey);
+    const sidKey = legacyKey(sid);
+    const storage = sidKey === undefined ? undefined : storages.get(sidKey);
+    if (key === undefined || !storage) {
       throw formatError(`tensor record ${i} names an unknown storage`, { file });
     }
     let p = r.end;
@@ -325,13 +330,20 @@ async function loadLegacyTar(source: ByteSource): Promise<TorchFile> {
   const pk = await member("pickle");
   const main = unpickle(pk.bytes, file, {
     persistentLoad: (pid) => {
-      const k = typeof pid === "string" ? pid : pid instanceof PyTuple ? pid.items[0] : undefined;
-      if (pid instanceof PyTuple) return k ?? null; // ("module", …) source records
-      const t = typeof k === "string" ? (tensors.get(k) ?? storages.get(k)) : undefined;
+      if (pid instanceof PyTuple) return pid.items[0] ?? null; // ("module", …) source records
+      const k = legacyKey(pid);
+      const t = k === undefined ? undefined : (tensors.get(k) ?? storages.get(k));
       if (!t) throw formatError(`persistent id ${String(k)} is not a saved tensor or storage`, { file });
       return t;
     },
     reduce: rebuildHook(file),
   });
   return legacyFile(file, "legacy-tar", main.value, main.globals, sources);
+}
+
+/** The tar format keyed objects by their C pointers (ints); the pickle names them as decimal strings. */
+function legacyKey(v: PyValue | undefined): string | undefined {
+  if (typeof v === "string") return /^\d+$/.test(v) ? String(BigInt(v)) : v;
+  if (typeof v === "number" || typeof v === "bigint") return String(v);
+  return undefined;
 }
