@@ -16,19 +16,42 @@ afterAll(() => rmSync(work, { recursive: true, force: true }));
 let n = 0;
 const out = () => join(work, `out${n++}`);
 
-/** Every fixture checkpoint that ships the HF tensors torch computed for it. */
+interface Expected {
+  dims: {
+    hidden: number;
+    heads: number;
+    kv_channels: number;
+    ffn: number;
+    encoder_layers: number;
+    decoder_layers: number;
+    padded_vocab: number;
+  };
+  tensors: { name: string; dtype: string; shape: number[]; sha256: string }[];
+}
+
+const expectedOf = (name: string) => JSON.parse(readFileSync(fixture("megatron", name, "expected-hf.json"), "utf8")) as Expected;
+
+/** Every fixture checkpoint with the HF tensors torch computed for it (name, dtype, shape, sha256 of the bytes). */
 const CHECKPOINTS = hasFixture("megatron")
-  ? readdirSync(fixture("megatron")).filter((d) => existsSync(fixture("megatron", d, "expected-hf.safetensors")))
+  ? readdirSync(fixture("megatron")).filter((d) => existsSync(fixture("megatron", d, "expected-hf.json")) && expectedOf(d).tensors.length > 0)
   : [];
 
-interface ExpectedDims {
-  hidden: number;
-  heads: number;
-  kv_channels: number;
-  ffn: number;
-  encoder_layers: number;
-  decoder_layers: number;
-  padded_vocab: number;
+/** Compares a converted directory with torch's expectation for a fixture: same names, dtypes, shapes and bytes. */
+async function expectTorchTensors(hfDir: string, name: string): Promise<number> {
+  const expected = expectedOf(name);
+  const got = await openSafetensors(join(hfDir, "model.safetensors"));
+  try {
+    expect(got.st.entries.map((e) => e.name).sort()).toEqual(expected.tensors.map((t) => t.name).sort());
+    for (const t of expected.tensors) {
+      const e = got.st.get(t.name);
+      expect([e?.dtype, e?.shape], t.name).toEqual([t.dtype, t.shape]);
+      const sha = createHash("sha256").update(await got.bytes(t.name)).digest("hex");
+      expect(sha, `${t.name} differs from torch's`).toBe(t.sha256);
+    }
+    return expected.tensors.length;
+  } finally {
+    await got.close();
+  }
 }
 
 function hashTree(dir: string): string {
@@ -44,7 +67,9 @@ function hashTree(dir: string): string {
   return h.digest("hex");
 }
 
-async function expectSameTensors(hfDir: string, expectedPath: string, cast?: "F32" | "BF16" | "F16"): Promise<number> {
+/** Compares two converted directories tensor by tensor, optionally casting the expected side first. */
+async function expectSameTensors(hfDir: string, expectedDir: string, cast?: "F32" | "BF16" | "F16"): Promise<number> {
+  const expectedPath = join(expectedDir, "model.safetensors");
   const expected = await openSafetensors(expectedPath);
   const got = await openSafetensors(join(hfDir, "model.safetensors"));
   try {
@@ -70,9 +95,9 @@ describe.skipIf(CHECKPOINTS.length === 0)("convert is bit-exact with torch", () 
     const before = hashTree(input);
     const dir = out();
     const res = await convertMegatronToHf({ input, out: dir });
-    const count = await expectSameTensors(dir, fixture("megatron", name, "expected-hf.safetensors"));
+    const count = await expectTorchTensors(dir, name);
     expect(count).toBeGreaterThan(20);
-    const dims = JSON.parse(readFileSync(fixture("megatron", name, "expected-hf.json"), "utf8")) as ExpectedDims;
+    const { dims } = expectedOf(name);
     const config = JSON.parse(await readFile(join(dir, "config.json"), "utf8")) as Record<string, unknown>;
     expect(config).toMatchObject({
       hidden_size: dims.hidden,
@@ -92,11 +117,20 @@ describe.skipIf(CHECKPOINTS.length === 0)("convert is bit-exact with torch", () 
 
 describe.skipIf(!hasFixture("megatron", "fp16-tp2"))("convert options and layouts", () => {
   const input = fixture("megatron", "fp16-tp2");
+  let reference = "";
+  const converted = async () => {
+    if (!reference) {
+      reference = out();
+      await convertMegatronToHf({ input, out: reference });
+      await expectTorchTensors(reference, "fp16-tp2");
+    }
+    return reference;
+  };
 
   it.each(["F32", "BF16"] as const)("--dtype casts exactly (%s)", async (dtype) => {
     const dir = out();
     await convertMegatronToHf({ input, out: dir, dtype: dtype === "F32" ? "fp32" : "bf16" });
-    await expectSameTensors(dir, fixture("megatron", "fp16-tp2", "expected-hf.safetensors"), dtype);
+    await expectSameTensors(dir, await converted(), dtype);
   });
 
   it("shards with an exact index when --max-shard-size is small", async () => {
@@ -139,14 +173,14 @@ describe.skipIf(!hasFixture("megatron", "fp16-tp2"))("convert options and layout
     execFileSync("tar", ["-cf", tar, "-C", fixture("megatron"), "fp16-tp2"]);
     const dir = out();
     await convertMegatronToHf({ input: tar, out: dir });
-    await expectSameTensors(dir, fixture("megatron", "fp16-tp2", "expected-hf.safetensors"));
+    await expectTorchTensors(dir, "fp16-tp2");
   });
 
   it("accepts the iteration directory and --iteration", async () => {
     const iter = (await readdir(input)).find((d) => d.startsWith("iter_")) as string;
     const dir = out();
     await convertMegatronToHf({ input: join(input, iter), out: dir });
-    await expectSameTensors(dir, fixture("megatron", "fp16-tp2", "expected-hf.safetensors"));
+    await expectTorchTensors(dir, "fp16-tp2");
     const err = await convertMegatronToHf({ input, out: out(), iteration: 999 }).catch((e: unknown) => e);
     expect(isMegahubError(err) && err.message).toMatch(/no iter_0000999 directory; available: iter_/);
   });
