@@ -46,6 +46,24 @@ function benchConvert(enc: number, dec: number): Measurement[] {
   return rows;
 }
 
+function benchReshard(enc: number, dec: number): Measurement[] {
+  const ckpt = checkpoint(enc, dec);
+  const rows = [measure("cp -r", "cp", ["-r", ckpt, scratch("cp")])];
+  rows.push(measure("megahub reshard", process.execPath, [CLI, "reshard", ckpt, "--out", scratch("tp4"), "--tp", "4", "--quiet"]));
+  if (hasTorch()) {
+    rows.push(
+      measure("torch (load, cat, chunk, save)", "/usr/bin/python3", [
+        join(ROOT, "scripts", "bench_torch_split.py"),
+        join(ckpt, "iter_0000001"),
+        join(scratch("torch-tp4"), "iter_0000001"),
+        "4",
+      ]),
+    );
+  }
+  printTable(`reshard: Megatron TP 2 → 4, ${enc}/${dec} layers`, rows, "cp -r", "torch (load, cat, chunk, save)");
+  return rows;
+}
+
 execFileSync("npx", ["tsc", "-p", join(ROOT, "tsconfig.build.json")], { stdio: "inherit", cwd: ROOT });
 const [enc, dec] = full ? [8, 24] : [1, 1];
 if (!only || only === "convert") {
@@ -58,4 +76,7 @@ if (!only || only === "convert") {
   }
   const largest = 250240 * 2560 * 2;
   process.stdout.write(`largest tensor (embedding) ${mb(largest)}; target peak RSS ≤ 2 × largest + 256 MB = ${mb(2 * largest + 256e6)}\n`);
+}
+if (!only || only === "reshard") {
+  benchReshard(enc, dec);
 }
