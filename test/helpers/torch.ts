@@ -18,8 +18,17 @@ function probe(): boolean {
   }
 }
 
-/** Whether /usr/bin/python3 can import torch (tests that need it use `describe.skipIf(!HAS_TORCH)`). */
+/**
+ * Whether /usr/bin/python3 can import torch (tests that need it use `describe.skipIf(!HAS_TORCH)`). CI sets
+ * MEGAHUB_REQUIRE_TORCH=1 so that a missing torch fails the run instead of quietly skipping the interop tests.
+ */
 export const HAS_TORCH: boolean = probe();
+if (!HAS_TORCH && process.env.MEGAHUB_REQUIRE_TORCH === "1") {
+  throw new Error("MEGAHUB_REQUIRE_TORCH=1 but /usr/bin/python3 cannot import torch: install python3-torch");
+}
+if (!HAS_TORCH) {
+  process.stderr.write("note: /usr/bin/python3 has no torch — torch interop tests skip (apt-get install python3-torch)\n");
+}
 
 /**
  * Runs `code` with /usr/bin/python3 (`sys.argv[1:]` = args) and returns its stdout. A failure throws with the
