@@ -1,0 +1,26 @@
+import { MegahubError } from "../../errors.js";
+import type { Command } from "../command.js";
+import { stringOpt } from "../command.js";
+import { exportOnnx } from "../../verify/export-onnx.js";
+
+export const exportOnnxCommand: Command = {
+  name: "export-onnx",
+  summary: "write an HF OpenBA model as ONNX (model.onnx, encoder/decoder graphs, one external data file)",
+  usage: "megahub export-onnx <hf-dir> --out <dir> [--json]",
+  options: { out: { type: "string", short: "o" } },
+  details: [
+    "Writes model.onnx (input_ids, attention_mask, decoder_input_ids → logits), encoder_model.onnx and",
+    "decoder_model.onnx (last-position logits for generation), opset 17, all reading model.onnx.data beside them.",
+    "Weights keep their stored dtype; F16/BF16 are cast to fp32 inside the graph. --out must not exist or be empty.",
+  ],
+  async run(positionals, values, reporter) {
+    const [dir, ...extra] = positionals;
+    if (dir === undefined || extra.length > 0) throw new MegahubError("USAGE", "expected exactly one <hf-dir>");
+    const out = stringOpt(values, "out");
+    if (out === undefined) throw new MegahubError("USAGE", "--out <dir> is required");
+    const r = await exportOnnx(dir, out, { onProgress: (done, total) => reporter.progress("weights", done, total) });
+    reporter.info(`wrote ${r.files.join(", ")} to ${r.outDir} (opset ${r.opset}, ${r.tensors} tensors, ${r.dataBytes} bytes of data)`);
+    reporter.result({ ok: true, ...r });
+    return 0;
+  },
+};

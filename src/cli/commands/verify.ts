@@ -1,0 +1,105 @@
+import { MegahubError } from "../../errors.js";
+import type { Command } from "../command.js";
+import { stringOpt } from "../command.js";
+import type { Reporter } from "../reporter.js";
+import { isDevice, type Device } from "../../verify/ort-session.js";
+import { maxAbsBound } from "../../verify/tolerances.js";
+import { verifyModel, type VerifyResult } from "../../verify/verify-model.js";
+
+export const verifyCommand: Command = {
+  name: "verify",
+  summary: "run a converted model in ONNX Runtime and compare its logits with a reference or another model",
+  usage:
+    "megahub verify <hf-dir> (--reference <ref.safetensors> | --against <other-dir> [--inputs <file>] [--id-map <file>]) " +
+    "[--device auto|cuda|cpu] [--reference-precision fp32|native] [--atol X] [--report <file.html>] [--no-record] [--json]",
+  options: {
+    reference: { type: "string" },
+    against: { type: "string" },
+    inputs: { type: "string" },
+    "id-map": { type: "string" },
+    device: { type: "string" },
+    atol: { type: "string" },
+    "reference-precision": { type: "string" },
+    report: { type: "string" },
+    "no-record": { type: "boolean" },
+  },
+  details: [
+    "--reference: safetensors with input_ids I64 [B,S], attention_mask [B,S] (optional), decoder_input_ids I64 [B,T]",
+    "             and logits F32 [B,T,V] from an independent implementation.",
+    "--against:   run both models on the same inputs (--inputs, or built-in ones); with --id-map (JSON old→new ids",
+    "             from vocabulary pruning) compare on the kept ids. <hf-dir> is the new/pruned model.",
+    "--device:    auto (default) tries CUDA and falls back to CPU, saying so; cuda fails when CUDA is unavailable.",
+    "--reference-precision: fp32 (default) when the reference was computed in fp32 from these weights (exact gates,",
+    "             any weight dtype); native when it ran in the weights' F16/BF16 precision (the dtype's looser gates).",
+    "Gates: max |Δ|, min cosine, NMSE, mean KL, top-1 (mean and p99 |Δ| are reported); exit 1 on failure.",
+    "The result is appended to <hf-dir>/megahub.json unless --no-record.",
+  ],
+  async run(positionals, values, reporter) {
+    const [dir, ...extra] = positionals;
+    if (dir === undefined || extra.length > 0) {
+      throw new MegahubError("USAGE", "expected exactly one <hf-dir>");
+    }
+    const device = stringOpt(values, "device") ?? "auto";
+    if (!isDevice(device)) throw new MegahubError("USAGE", `--device must be auto, cuda or cpu, got "${device}"`);
+    const atolText = stringOpt(values, "atol");
+    const atol = atolText === undefined ? undefined : Number(atolText);
+    if (atol !== undefined && !(atol > 0)) throw new MegahubError("USAGE", `--atol must be a positive number, got "${atolText}"`);
+    const precision = stringOpt(values, "reference-precision");
+    if (precision !== undefined && precision !== "fp32" && precision !== "native") {
+      throw new MegahubError("USAGE", `--reference-precision must be fp32 or native, got "${precision}"`);
+    }
+    const result = await verifyModel(dir, {
+      referencePrecision: precision,
+      reference: stringOpt(values, "reference"),
+      against: stringOpt(values, "against"),
+      inputs: stringOpt(values, "inputs"),
+      idMap: stringOpt(values, "id-map"),
+      atol,
+      report: stringOpt(values, "report"),
+      device: device as Device,
+      record: values["no-record"] !== true,
+      onWarning: (line) => reporter.warn(line),
+    });
+    printResult(result, reporter);
+    if (reporter.json) {
+      const { perPosition: _perPosition, histogram: _histogram, ...metrics } = result.metrics;
+      reporter.result({ ok: result.passed, ...result, metrics, warnings: reporter.warnings });
+      return result.passed ? 0 : 1;
+    }
+    if (!result.passed) {
+      throw new MegahubError("VERIFY", `verification FAILED: ${result.failures.join("; ")}`);
+    }
+    return 0;
+  },
+};
+
+function printResult(r: VerifyResult, reporter: Reporter): void {
+  const m = r.metrics;
+  const t = r.tolerance;
+  const e = (x: number) => x.toExponential(2);
+  if (r.fallbackReason !== undefined) {
+    reporter.warn(`CUDA unavailable (${r.fallbackReason}); ran on CPU`);
+  }
+  reporter.info(`verify ${r.model} against ${r.reference}`);
+  reporter.info(`execution provider: ${r.provider === "cuda" ? "CUDA" : "CPU"}`);
+  for (const n of r.notes) reporter.info(n);
+  const bound = maxAbsBound(m, t);
+  const rel = t.maxAbs === undefined ? ` (${t.maxAbsPerStd ?? 0}·std)` : "";
+  reporter.info(
+    `weights ${r.dtype}, ${t.comparison} comparison, tolerance: max |Δ| ≤ ${e(bound)}${rel}, cosine ≥ ${t.minCosine}, ` +
+      `NMSE ≤ ${e(t.maxNmse)}, mean KL ≤ ${e(t.maxMeanKl)}, top-1 ≥ ${(t.minTop1 * 100).toFixed(0)} %`,
+  );
+  reporter.info(
+    `|Δ| max ${e(m.maxAbs)}  mean ${e(m.meanAbs)}  p99 ${e(m.p99Abs)}   min cosine ${m.minCosine.toFixed(6)}   ` +
+      `NMSE ${e(m.nmse)}   mean KL ${e(m.meanKl)}`,
+  );
+  for (const row of m.rows) {
+    const agree = Math.round(row.top1Agreement * row.positions);
+    reporter.info(
+      `  row ${row.row}: top-1 ${(row.top1Agreement * 100).toFixed(1)} % (${agree}/${row.positions}), max |Δ| ${e(row.maxAbs)}, min cosine ${row.minCosine.toFixed(6)}`,
+    );
+  }
+  reporter.info(`top-1 agreement ${(m.top1Agreement * 100).toFixed(1)} % over ${m.positions} positions; forward ${r.timings.forwardMs.toFixed(0)} ms`);
+  if (r.reportPath !== undefined) reporter.info(`report: ${r.reportPath}`);
+  reporter.info(r.passed ? "PASS" : `FAIL: ${r.failures.join("; ")}`);
+}

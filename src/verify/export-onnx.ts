@@ -1,0 +1,118 @@
+import { open, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { encodeModel } from "../formats/onnx/proto.js";
+import { FileSource } from "../io/byte-source.js";
+import { StagedDir } from "../io/atomic.js";
+import { readModelDir, type TensorRef } from "./model-dir.js";
+import { buildOpenBAGraph, IR_VERSION, OPSET, type GraphPart } from "./openba-graph.js";
+
+/** The data file every exported graph points into. */
+export const EXPORT_DATA_FILE = "model.onnx.data";
+
+/** The graphs an export writes: the teacher-forced model, and the encoder/decoder pair generation uses. */
+export const EXPORT_GRAPHS: readonly { file: string; part: GraphPart; logits: "all" | "last" }[] = [
+  { file: "model.onnx", part: "seq2seq", logits: "all" },
+  { file: "encoder_model.onnx", part: "encoder", logits: "all" },
+  { file: "decoder_model.onnx", part: "decoder", logits: "last" },
+];
+
+/** Alignment of each tensor in the data file: lets ORT mmap it and keeps every dtype naturally aligned. */
+const ALIGN = 64;
+const COPY_CHUNK = 64 << 20;
+
+export interface ExportOptions {
+  /** Progress in bytes copied. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface ExportResult {
+  outDir: string;
+  files: string[];
+  dataBytes: number;
+  tensors: number;
+  opset: number;
+  irVersion: number;
+}
+
+/**
+ * Writes an OpenBA HF model dir as ONNX models that onnxruntime loads on its own: `model.onnx` (input_ids,
+ * attention_mask, decoder_input_ids → logits), `encoder_model.onnx` and `decoder_model.onnx` (last-position
+ * logits), all pointing into one `model.onnx.data` beside them. Weights are copied in their stored dtype (F16/BF16
+ * are cast to fp32 inside the graph), so the data file is the size of the safetensors. The out dir appears only when
+ * complete and must not exist or be empty.
+ *
+ * @example
+ * await exportOnnx("out/hf", "out/onnx");
+ * // then: ort.InferenceSession.create("out/onnx/model.onnx")
+ */
+export async function exportOnnx(dir: string, outDir: string, options: ExportOptions = {}): Promise<ExportResult> {
+  const model = await readModelDir(dir);
+  const placed = new Map<string, { ref: TensorRef; offset: number }>();
+  let cursor = 0;
+  // Graphs share weights: each tensor is placed once, at the next aligned offset, the first time a graph asks.
+  const locate = (ref: TensorRef) => {
+    let p = placed.get(ref.name);
+    if (!p) {
+      cursor = Math.ceil(cursor / ALIGN) * ALIGN;
+      p = { ref, offset: cursor };
+      placed.set(ref.name, p);
+      cursor += ref.length;
+    }
+    return { location: EXPORT_DATA_FILE, offset: p.offset, length: ref.length };
+  };
+  const graphs = EXPORT_GRAPHS.map((g) => ({
+    file: g.file,
+    bytes: encodeModel(buildOpenBAGraph(model.dims, model.tensors, { part: g.part, logits: g.logits, locate })),
+  }));
+  const staged = await StagedDir.create(outDir);
+  try {
+    for (const g of graphs) await writeFile(join(staged.path, g.file), g.bytes);
+    await copyWeights(dir, join(staged.path, EXPORT_DATA_FILE), [...placed.values()], cursor, options.onProgress);
+    await staged.commit();
+  } catch (e) {
+    await staged.abort();
+    throw e;
+  }
+  return {
+    outDir,
+    files: [...graphs.map((g) => g.file), EXPORT_DATA_FILE],
+    dataBytes: cursor,
+    tensors: placed.size,
+    opset: OPSET,
+    irVersion: IR_VERSION,
+  };
+}
+
+async function copyWeights(
+  dir: string,
+  target: string,
+  plan: readonly { ref: TensorRef; offset: number }[],
+  size: number,
+  onProgress?: (done: number, total: number) => void,
+): Promise<void> {
+  const out = await open(target, "w");
+  const sources = new Map<string, FileSource>();
+  const total = plan.reduce((a, p) => a + p.ref.length, 0);
+  try {
+    // Sized up front so alignment gaps are zeros and a short write shows up as a wrong size, not a short file.
+    await out.truncate(size);
+    let done = 0;
+    for (const { ref, offset } of plan) {
+      let src = sources.get(ref.file);
+      if (!src) {
+        src = await FileSource.open(join(dir, ref.file));
+        sources.set(ref.file, src);
+      }
+      for (let at = 0; at < ref.length; at += COPY_CHUNK) {
+        const n = Math.min(COPY_CHUNK, ref.length - at);
+        const chunk = await src.read(ref.offset + at, n);
+        await out.write(chunk, 0, n, offset + at);
+        done += n;
+        onProgress?.(done, total);
+      }
+    }
+  } finally {
+    await out.close();
+    for (const s of sources.values()) await s.close();
+  }
+}

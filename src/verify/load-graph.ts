@@ -1,0 +1,60 @@
+import { randomBytes } from "node:crypto";
+import { readFile, unlink, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { encodeModel } from "../formats/onnx/proto.js";
+import type { OpenBAModelDir } from "./model-dir.js";
+import { buildOpenBAGraph, type GraphPart } from "./openba-graph.js";
+import { openSession, type Device, type Optimization, type OrtRunner } from "./ort-session.js";
+
+export interface OpenGraphOptions {
+  part: GraphPart;
+  logits?: "all" | "last";
+  device: Device;
+  /** @default "basic" — see Optimization for the measured trade-off. */
+  optimization?: Optimization;
+  /** Told when the graph could not be placed beside the weights and they are read into memory instead. */
+  onWarning?: (line: string) => void;
+}
+
+/**
+ * Builds the graph for a model dir and opens it in onnxruntime, with weights read straight from the safetensors
+ * shards (external data: file, offset, length), so verifying a 7 GB model copies nothing.
+ *
+ * Why the .onnx goes *into the model dir* for a moment: onnxruntime 1.30 resolves external data relative to the
+ * model file and refuses any location that escapes that directory — "../", absolute paths, and symlinks (it
+ * canonicalises them) are all rejected. So the graph (a few hundred KB, no weights) is written as a hidden file
+ * beside the shards, the session is created, and the file is deleted. When the dir is read-only, the shards are
+ * read into memory and handed to ORT as `externalData` buffers instead, and the caller is warned.
+ */
+export async function openModelGraph(model: OpenBAModelDir, options: OpenGraphOptions): Promise<OrtRunner> {
+  const onnx = encodeModel(
+    buildOpenBAGraph(model.dims, model.tensors, {
+      part: options.part,
+      logits: options.logits ?? "all",
+      locate: (ref) => ({ location: ref.file, offset: ref.offset, length: ref.length }),
+    }),
+  );
+  const path = join(model.dir, `.megahub-${options.part}-${process.pid}-${randomBytes(4).toString("hex")}.onnx`);
+  let written = false;
+  try {
+    await writeFile(path, onnx, { flag: "wx" });
+    written = true;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== "EACCES" && code !== "EROFS" && code !== "EPERM") throw e;
+    options.onWarning?.(
+      `${model.dir} is not writable (${code}); reading ${model.files.length} weight file(s) into memory for ONNX Runtime`,
+    );
+  }
+  if (written) {
+    try {
+      return await openSession(path, options.device, options.optimization);
+    } finally {
+      await unlink(path).catch(() => undefined);
+    }
+  }
+  const externalData = await Promise.all(
+    model.files.map(async (file) => ({ path: file, data: await readFile(join(model.dir, file)) })),
+  );
+  return openSession({ bytes: onnx, externalData }, options.device, options.optimization);
+}

@@ -1,0 +1,253 @@
+import { existsSync } from "node:fs";
+import { writeFile } from "node:fs/promises";
+import { basename, join, resolve } from "node:path";
+import { MASKS_FILE } from "../converters/prune-structure.js";
+import { MegahubError } from "../errors.js";
+import { appendVerification, readManifest } from "../plan/manifest.js";
+import type { Dtype } from "../tensors/dtypes.js";
+import { readIdMap, remapInputs, selectVocab, syntheticInputs } from "./inputs.js";
+import { openModelGraph } from "./load-graph.js";
+import { compareLogits, type LogitMetrics } from "./metrics.js";
+import { readModelDir, type OpenBAModelDir } from "./model-dir.js";
+import type { Device, Provider } from "./ort-session.js";
+import { forwardFeeds, readReference, type ForwardInputs } from "./reference.js";
+import { renderReportHtml } from "./report-html.js";
+import { checkTolerance, looserDtype, maxAbsBound, toleranceFor, type AppliedTolerance, type Comparison } from "./tolerances.js";
+
+export interface VerifyOptions {
+  /** Reference safetensors (input_ids, attention_mask, decoder_input_ids, logits). One of reference/against. */
+  reference?: string;
+  /** Another HF model dir to compare against on the same inputs (the original, when `dir` is pruned). */
+  against?: string;
+  /** With `against`: inputs safetensors (the reference format, logits not needed), in the `against` model's ids. */
+  inputs?: string;
+  /** With `against`: vocabulary id map old (against) → new (dir), a JSON file or a ready map. */
+  idMap?: string | ReadonlyMap<number, number>;
+  /** @default "auto" */
+  device?: Device;
+  /**
+   * How the reference logits were computed: "fp32" (from these weights upcast, as scripts/openba_reference.py does)
+   * applies the exact gates; "native" (in the weights' own F16/BF16 precision, e.g. HF with torch_dtype=bfloat16)
+   * applies the dtype's lossy gates. @default the reference's `__metadata__.compute_dtype`, else "fp32"
+   */
+  referencePrecision?: "fp32" | "native";
+  /** Overrides the max |Δ| gate with an absolute bound. */
+  atol?: number;
+  /** Write the HTML report here. */
+  report?: string;
+  /** Append the result to `dir`/megahub.json. @default true */
+  record?: boolean;
+  onWarning?: (line: string) => void;
+}
+
+export interface VerifyResult {
+  passed: boolean;
+  kind: "reference" | "against";
+  model: string;
+  reference: string;
+  provider: Provider;
+  /** Set when CUDA was asked for (auto) and CPU ran instead: the loader's message. */
+  fallbackReason?: string;
+  dtype: Dtype;
+  tolerance: AppliedTolerance;
+  metrics: LogitMetrics;
+  /** One sentence per failed gate; empty when passed. */
+  failures: string[];
+  notes: string[];
+  reportPath?: string;
+  timings: { sessionMs: number; forwardMs: number };
+}
+
+/**
+ * Runs an HF OpenBA model dir in ONNX Runtime and compares its logits with a reference file or with another model
+ * dir. Never throws for a mismatch: it returns `passed: false` with every failed gate in `failures` (bad input —
+ * missing files, shapes that disagree, CUDA asked for but absent — throws a MegahubError). Records the result in
+ * the dir's megahub.json and writes the HTML report when asked.
+ *
+ * @example
+ * const r = await verifyModel("out/hf", { reference: "fixtures/reference/fp32-tp1.safetensors" });
+ * if (!r.passed) throw new MegahubError("VERIFY", r.failures.join("; "));
+ */
+export async function verifyModel(dir: string, options: VerifyOptions): Promise<VerifyResult> {
+  if ((options.reference === undefined) === (options.against === undefined)) {
+    throw new MegahubError("USAGE", "verify needs exactly one of --reference <file> or --against <dir>");
+  }
+  const device = options.device ?? "auto";
+  const model = await readModelDir(dir);
+  const notes: string[] = [];
+  let kind: VerifyResult["kind"];
+  let refName: string;
+  let testLogits: Float32Array;
+  let refLogits: Float32Array;
+  let inputs: ForwardInputs;
+  let vocab: number;
+  let dtype: Dtype = model.weightDtype;
+  let comparison: Comparison = "exact";
+  let run: RunResult;
+  if (options.reference !== undefined) {
+    kind = "reference";
+    refName = options.reference;
+    const ref = await readReference(options.reference, true);
+    if (ref.vocab !== model.dims.vocab) {
+      throw new MegahubError("USAGE", `reference logits have ${ref.vocab} columns but the model has ${model.dims.vocab} rows`, {
+        file: options.reference,
+      });
+    }
+    inputs = ref;
+    comparison = referenceComparison(options.referencePrecision, ref.computeDtype, model.weightDtype);
+    run = await forward(model, inputs, device, options.onWarning);
+    testLogits = run.logits;
+    refLogits = ref.logits;
+    vocab = ref.vocab;
+  } else {
+    kind = "against";
+    refName = options.against as string;
+    const other = await readModelDir(refName);
+    dtype = looserDtype(model.weightDtype, other.weightDtype);
+    // Both run through the same fp32 graph: only differently rounded weights make the comparison lossy.
+    comparison = model.weightDtype === other.weightDtype ? "exact" : "lossy";
+    const map = typeof options.idMap === "string" ? await readIdMap(options.idMap) : options.idMap;
+    const pool = map ? [...map.keys()].filter((id) => id > 2 && id < other.dims.vocab) : range(3, Math.min(model.dims.vocab, other.dims.vocab));
+    inputs = options.inputs !== undefined ? await readReference(options.inputs, false) : syntheticInputs(pool, other.decoderStartId);
+    const testInputs = map ? remapInputs(inputs, map) : inputs;
+    const refRun = await forward(other, inputs, device, options.onWarning);
+    run = await forward(model, testInputs, device, options.onWarning);
+    const rows = inputs.batch * inputs.decoderLength;
+    if (map) {
+      // Compare on kept ids, in new-id order: reference column old_k against test column new_k.
+      const kept = [...map].filter(([o, n]) => o < other.dims.vocab && n < model.dims.vocab).sort((a, b) => a[1] - b[1]);
+      refLogits = selectVocab(refRun.logits, rows, other.dims.vocab, kept.map(([o]) => o));
+      testLogits = selectVocab(run.logits, rows, model.dims.vocab, kept.map(([, n]) => n));
+      vocab = kept.length;
+      notes.push(`compared on ${kept.length} kept ids (id map old → new)`);
+    } else {
+      if (model.dims.vocab !== other.dims.vocab) {
+        throw new MegahubError(
+          "USAGE",
+          `vocab sizes differ (${model.dims.vocab} vs ${other.dims.vocab}); pass --id-map to compare a vocab-pruned model`,
+        );
+      }
+      refLogits = refRun.logits;
+      testLogits = run.logits;
+      vocab = model.dims.vocab;
+    }
+    notes.push(...(await prunedNotes(dir, refName)));
+  }
+  const tolerance = toleranceFor(dtype, comparison, options.atol);
+  const metrics = compareLogits(testLogits, refLogits, inputs.batch, inputs.decoderLength, vocab);
+  const failures = checkTolerance(metrics, tolerance);
+  if (failures.length > 0 && kind === "reference" && comparison === "exact" && dtype !== "F32") {
+    notes.push(
+      `the ${dtype} weights were held to the fp32 gates because the reference is taken to be computed in fp32; if it ` +
+        `was computed in ${dtype} itself, rerun with --reference-precision native`,
+    );
+  }
+  const result: VerifyResult = {
+    passed: failures.length === 0,
+    kind,
+    model: dir,
+    reference: refName,
+    provider: run.provider,
+    ...(run.fallbackReason !== undefined ? { fallbackReason: run.fallbackReason } : {}),
+    dtype,
+    tolerance,
+    metrics,
+    failures,
+    notes,
+    timings: { sessionMs: run.sessionMs, forwardMs: run.forwardMs },
+  };
+  if (options.report !== undefined) {
+    await writeFile(
+      options.report,
+      renderReportHtml({
+        title: `megahub verify — ${basename(resolve(dir))}`,
+        ...result,
+        model: resolve(dir),
+        reference: resolve(refName),
+      }),
+    );
+    result.reportPath = options.report;
+  }
+  if (options.record ?? true) {
+    await appendVerification(dir, {
+      at: new Date().toISOString(),
+      kind,
+      reference: refName,
+      provider: run.provider,
+      dtype,
+      passed: result.passed,
+      maxAbsDiff: metrics.maxAbs,
+      top1Agreement: metrics.top1Agreement,
+      minCosine: metrics.minCosine,
+      atol: maxAbsBound(metrics, tolerance),
+    });
+  }
+  return result;
+}
+
+interface RunResult {
+  logits: Float32Array;
+  provider: Provider;
+  fallbackReason?: string;
+  sessionMs: number;
+  forwardMs: number;
+}
+
+/** One teacher-forced forward pass of a model dir. */
+async function forward(
+  model: OpenBAModelDir,
+  inputs: ForwardInputs,
+  device: Device,
+  onWarning?: (line: string) => void,
+): Promise<RunResult> {
+  const t0 = performance.now();
+  const runner = await openModelGraph(model, { part: "seq2seq", device, ...(onWarning ? { onWarning } : {}) });
+  const t1 = performance.now();
+  try {
+    const out = await runner.run(forwardFeeds(inputs));
+    const logits = out.logits;
+    if (!logits) throw new MegahubError("VERIFY", "the graph produced no logits");
+    return {
+      logits: logits.data,
+      provider: runner.provider,
+      ...(runner.fallbackReason !== undefined ? { fallbackReason: runner.fallbackReason } : {}),
+      sessionMs: t1 - t0,
+      forwardMs: performance.now() - t1,
+    };
+  } finally {
+    await runner.release();
+  }
+}
+
+/**
+ * Says which of the two models a pruning step produced: a masks manifest (prune-masks.json) beside its weights, or
+ * a prune step in its megahub.json lineage. Structural pruning changes the function, so a failed comparison against
+ * the unpruned original is expected there; vocabulary pruning (with --id-map) must not change the kept logits.
+ */
+async function prunedNotes(dir: string, against: string): Promise<string[]> {
+  const notes: string[] = [];
+  for (const [label, d] of [
+    ["the model under test", dir],
+    ["the reference model", against],
+  ] as const) {
+    const steps = ((await readManifest(d).catch(() => undefined))?.lineage ?? []).filter((s) => s.step.startsWith("prune"));
+    const masks = existsSync(join(d, MASKS_FILE));
+    if (steps.length > 0 || masks) {
+      const why = [...(masks ? [`masks manifest ${MASKS_FILE}`] : []), ...steps.map((s) => `lineage step "${s.step}"`)];
+      notes.push(`${label} (${d}) is the pruned one: ${why.join(", ")}`);
+    }
+  }
+  return notes;
+}
+
+/** "lossy" when the reference was computed in the weights' own reduced precision. */
+function referenceComparison(option: "fp32" | "native" | undefined, computeDtype: string | undefined, weights: Dtype): Comparison {
+  if (weights === "F32") return "exact";
+  if (option !== undefined) return option === "native" ? "lossy" : "exact";
+  const c = computeDtype?.toLowerCase();
+  return c === "float16" || c === "f16" || c === "fp16" || c === "bfloat16" || c === "bf16" ? "lossy" : "exact";
+}
+
+function range(from: number, to: number): number[] {
+  return Array.from({ length: Math.max(0, to - from) }, (_, i) => from + i);
+}
