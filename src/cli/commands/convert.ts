@@ -4,6 +4,9 @@ import { MegahubError } from "../../errors.js";
 import { intOpt, stringOpt, type Command, type ParsedValues } from "../command.js";
 import { formatBytes, shapeText, table } from "../format.js";
 import type { Reporter } from "../reporter.js";
+import { isDevice } from "../../verify/ort-session.js";
+import { verifyModel, type VerifyResult } from "../../verify/verify-model.js";
+import { printVerifyResult } from "./verify.js";
 
 export const convertCommand: Command = {
   name: "convert",
@@ -18,11 +21,30 @@ export const convertCommand: Command = {
     tokenizer: { type: "string" },
     "chat-template": { type: "string" },
     "dry-run": { type: "boolean" },
+    verify: { type: "string" },
+    device: { type: "string" },
+    report: { type: "string" },
   },
+  details: [
+    "--verify <ref.safetensors>  after writing, run the model in ONNX Runtime against reference logits (see `megahub verify`)",
+    "--device auto|cuda|cpu      execution provider for --verify (default auto: CUDA when present, else CPU)",
+    "--report <file.html>        with --verify, write the HTML report",
+  ],
   async run(positionals, values, out) {
     const job = await convertJob(positionals, values);
+    const reference = stringOpt(values, "verify");
+    const device = stringOpt(values, "device") ?? "auto";
+    if (!isDevice(device)) throw new RangeError(`--device must be auto, cuda or cpu, got "${device}"`);
     const res = await convertMegatronToHf({ ...job, onProgress: (d, t) => out.progress("convert", d, t) });
-    report(res, job.dryRun, out);
+    if (!reference || job.dryRun) {
+      report(res, job.dryRun, out, undefined);
+      return 0;
+    }
+    const reportPath = stringOpt(values, "report");
+    const verified = await verifyModel(job.out, { reference, device, ...(reportPath ? { report: reportPath } : {}), onWarning: (l) => out.warn(l) });
+    report(res, false, out, verified);
+    printVerifyResult(verified, out);
+    if (!verified.passed) throw new MegahubError("VERIFY", `converted, but verification FAILED: ${verified.failures.join("; ")}`, { file: job.out });
     return 0;
   },
 };
@@ -61,9 +83,10 @@ export function parseSize(text: string): number {
   return n;
 }
 
-function report(res: Awaited<ReturnType<typeof convertMegatronToHf>>, dryRun: boolean, out: Reporter): void {
+function report(res: Awaited<ReturnType<typeof convertMegatronToHf>>, dryRun: boolean, out: Reporter, verified: VerifyResult | undefined): void {
   const { summary, converted, source } = res;
-  out.result({ ok: true, dryRun, out: res.out, source, dims: converted.dims, parameters: converted.params, dtypes: converted.dtypes, plan: summary, ...(res.execution ? { written: res.execution.files, overflows: res.execution.overflows } : {}) });
+  const verification = verified && { passed: verified.passed, provider: verified.provider, maxAbsDiff: verified.metrics.maxAbs, top1: verified.metrics.top1Agreement, failures: verified.failures };
+  out.result({ ok: verified?.passed ?? true, dryRun, out: res.out, source, dims: converted.dims, parameters: converted.params, dtypes: converted.dtypes, plan: summary, ...(res.execution ? { written: res.execution.files, overflows: res.execution.overflows } : {}), ...(verification ? { verification } : {}) });
   const d = converted.dims;
   out.info(`${dryRun ? "plan" : "converted"}: ${source.path} (iteration ${source.iteration}, TP ${source.tp}) → ${res.out}`);
   out.info(`  model: hidden ${d.hidden}, ${d.heads} heads × ${d.kvChannels}, FFN ${d.ffn}, ${d.encoderLayers}/${d.decoderLayers} layers, vocab rows ${d.vocab}, ${converted.dtypes.join("/")}`);

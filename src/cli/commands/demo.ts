@@ -3,13 +3,107 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { convertMegatronToHf } from "../../converters/convert.js";
+import { MegahubError } from "../../errors.js";
 import { stringOpt, type Command } from "../command.js";
-import { formatBytes } from "../format.js";
+import { formatBytes, formatParams } from "../format.js";
+import type { Reporter } from "../reporter.js";
 
 /** The package root (fixtures ship with it), found from this file's location in dist/ or src/. */
 export function packageRoot(): string {
   return resolve(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 }
+
+interface DemoContext {
+  base: string;
+  input: string;
+  tokenizer: string;
+  reference: string;
+  hfDir: string;
+  out: Reporter;
+  steps: Record<string, unknown>[];
+}
+
+/**
+ * Each step of the demo: the whole life of a checkpoint, on the tiny OpenBA model shipped in fixtures/. Steps import
+ * their modules lazily so the demo starts fast and a broken optional part names itself.
+ */
+const STEPS: [title: string, run: (c: DemoContext) => Promise<void>][] = [
+  [
+    "convert: Megatron (fp16, TP 2) → Hugging Face safetensors + config + tokenizer",
+    async (c) => {
+      const conv = await convertMegatronToHf({ input: c.input, out: c.hfDir, tokenizer: c.tokenizer, onProgress: (d, t) => c.out.progress("convert", d, t) });
+      const d = conv.converted.dims;
+      c.out.info(`    → ${c.hfDir}: ${Object.keys(conv.execution?.files ?? {}).join(", ")}`);
+      c.out.info(`    hidden ${d.hidden}, ${d.heads} heads × ${d.kvChannels}, FFN ${d.ffn}, ${d.encoderLayers}/${d.decoderLayers} layers, vocab rows ${d.vocab}; ${formatBytes(conv.execution?.bytesWritten ?? 0)} written`);
+      c.steps.push({ step: "convert", out: c.hfDir, dims: d });
+    },
+  ],
+  [
+    "verify: run the converted model in ONNX Runtime against logits from an independent PyTorch forward",
+    async (c) => {
+      const { verifyModel } = await import("../../verify/verify-model.js");
+      const report = join(c.base, "verify-report.html");
+      const r = await verifyModel(c.hfDir, { reference: c.reference, device: "auto", report, onWarning: (l) => c.out.warn(l) });
+      const m = r.metrics;
+      c.out.info(`    provider ${r.provider}${r.fallbackReason ? ` (CUDA unavailable: ${r.fallbackReason.split("\n")[0]})` : ""}; max |Δ| ${m.maxAbs.toExponential(2)}, top-1 ${(m.top1Agreement * 100).toFixed(1)} %, min cosine ${m.minCosine.toFixed(6)} → ${r.passed ? "PASS" : "FAIL"}`);
+      c.out.info(`    report: ${report}`);
+      c.steps.push({ step: "verify", passed: r.passed, provider: r.provider, maxAbsDiff: m.maxAbs, top1: m.top1Agreement, report });
+      if (!r.passed) throw new MegahubError("VERIFY", r.failures.join("; "));
+    },
+  ],
+  [
+    "generate: greedy decoding through OpenBA's chat template <S> {input} <extra_id_0>",
+    async (c) => {
+      const { generate } = await import("../../verify/generate.js");
+      const g = await generate(c.hfDir, { prompt: "The license", maxNewTokens: 12, device: "auto" });
+      c.out.info(`    prompt ${JSON.stringify(g.renderedPrompt)} → ids [${g.inputIds.join(", ")}]`);
+      c.out.info(`    generated [${g.generatedIds.join(", ")}] = ${JSON.stringify(g.text)} (random tiny weights: the words mean nothing)`);
+      c.steps.push({ step: "generate", prompt: g.renderedPrompt, generatedIds: g.generatedIds });
+    },
+  ],
+  [
+    "reshard: TP 2 → TP 3 (a non-power-of-two) for a different cluster, as Megatron checkpoints",
+    async (c) => {
+      const { reshardMegatron } = await import("../../converters/reshard.js");
+      const out = join(c.base, "megatron-tp3");
+      const r = await reshardMegatron({ input: c.input, out, tp: 3, tokenizer: c.tokenizer, onProgress: (d, t) => c.out.progress("reshard", d, t) });
+      c.out.info(`    → ${out}: ${r.summary.files.filter((f) => f.path.endsWith(".pt")).length} rank files; ${r.vocabChange}`);
+      c.out.info(`    dropped TP-specific state: ${r.dropped.join(", ") || "none"}`);
+      c.steps.push({ step: "reshard", out, tp: 3, paddedVocab: r.paddedVocab, dropped: r.dropped });
+    },
+  ],
+  [
+    "prune: width and depth, Megatron straight to HF in one pass (OpenBA-v2's method)",
+    async (c) => {
+      const { pruneCheckpoint } = await import("../../converters/prune-run.js");
+      const out = join(c.base, "pruned");
+      const pr = await pruneCheckpoint({ input: c.input, out, tokenizer: c.tokenizer, hidden: 48, heads: 8, ffn: 96, decoderLayers: 2, onProgress: (l, d, t) => c.out.progress(l, d, t) });
+      const p = pr.dims;
+      c.out.info(`    → ${out}: hidden ${p.hidden}, ${p.heads} heads, FFN ${p.ffn}, ${p.encoderLayers}/${p.decoderLayers} layers (dropped decoder [${pr.resolved.drop.decoder.join(", ")}])`);
+      c.out.info(`    parameters ${formatParams(pr.params.before.total)} → ${formatParams(pr.params.after.total)}; masks in prune-masks.json`);
+      c.steps.push({ step: "prune", out, dims: p, parameters: pr.params });
+    },
+  ],
+  [
+    "push + pull: publish to a local Hub-compatible server with the real @huggingface/hub client, then pull it back",
+    async (c) => {
+      const { startLocalHub, pushFolder, pullRepo } = await import("../../hub/index.js");
+      const hub = await startLocalHub({ dataDir: join(c.base, "hub-data"), port: 0 });
+      try {
+        const repo = "local/openba-demo";
+        const pushed = await pushFolder({ dir: c.hfDir, repo, hubUrl: hub.url, accessToken: hub.token });
+        c.out.info(`    pushed ${pushed.uploaded.length} files to ${hub.url}/${repo} in ${pushed.commits.length} commit(s); model card ${pushed.card}`);
+        const again = await pushFolder({ dir: c.hfDir, repo, hubUrl: hub.url, accessToken: hub.token });
+        c.out.info(`    pushed again: ${again.uploaded.length} files sent, ${again.unchanged} already there (resumable, idempotent)`);
+        const pulled = await pullRepo({ repo, out: join(c.base, "pulled"), hubUrl: hub.url });
+        c.out.info(`    pulled ${pulled.files} files (${formatBytes(pulled.bytes)}) at commit ${pulled.commit.slice(0, 12)} into ${pulled.out}, sha256 checked`);
+        c.steps.push({ step: "push+pull", repo, commits: pushed.commits.length, repushUploaded: again.uploaded.length, pulled: pulled.files });
+      } finally {
+        await hub.close();
+      }
+    },
+  ],
+];
 
 export const demoCommand: Command = {
   name: "demo",
@@ -18,23 +112,24 @@ export const demoCommand: Command = {
   options: { out: { type: "string", short: "o" } },
   async run(_positionals, values, out) {
     const root = packageRoot();
-    const input = join(root, "fixtures", "megatron", "fp16-tp2");
-    const tokenizer = join(root, "fixtures", "tokenizer", "spiece.model");
     const base = stringOpt(values, "out") ?? (await mkdtemp(join(tmpdir(), "megahub-demo-")));
-    const steps: Record<string, unknown>[] = [];
-    out.info(`megahub demo: a tiny OpenBA checkpoint (fp16, TP 2) → Hugging Face layout, in ${base}`);
-
-    out.info("\n[1] convert");
-    const hfDir = join(base, "hf");
-    const conv = await convertMegatronToHf({ input, out: hfDir, tokenizer, onProgress: (d, t) => out.progress("convert", d, t) });
-    const d = conv.converted.dims;
-    out.info(`    ${input}`);
-    out.info(`    → ${hfDir}: ${Object.keys(conv.execution?.files ?? {}).join(", ")}`);
-    out.info(`    hidden ${d.hidden}, ${d.heads} heads × ${d.kvChannels}, FFN ${d.ffn}, ${d.encoderLayers}/${d.decoderLayers} layers, ${formatBytes(conv.execution?.bytesWritten ?? 0)} written`);
-    steps.push({ step: "convert", out: hfDir, files: conv.execution?.files });
-
-    out.result({ ok: true, out: base, steps });
-    out.info(`\ndone. Look at ${hfDir}/megahub.json for the provenance of every tensor.`);
+    const c: DemoContext = {
+      base,
+      input: join(root, "fixtures", "megatron", "fp16-tp2"),
+      tokenizer: join(root, "fixtures", "tokenizer", "spiece.model"),
+      reference: join(root, "fixtures", "reference", "fp16-tp2.safetensors"),
+      hfDir: join(base, "hf"),
+      out,
+      steps: [],
+    };
+    out.info(`megahub demo: a tiny OpenBA checkpoint (fp16, TP 2, real sentencepiece tokenizer) through every step, in ${base}`);
+    out.info(`source: ${c.input}`);
+    for (const [i, [title, run]] of STEPS.entries()) {
+      out.info(`\n[${i + 1}/${STEPS.length}] ${title}`);
+      await run(c);
+    }
+    out.result({ ok: true, out: base, steps: c.steps });
+    out.info(`\ndone. ${c.hfDir}/megahub.json holds the provenance of every tensor; the model card was rendered from it.`);
     return 0;
   },
 };

@@ -60,7 +60,7 @@ export const verifyCommand: Command = {
       record: values["no-record"] !== true,
       onWarning: (line) => reporter.warn(line),
     });
-    printResult(result, reporter);
+    printVerifyResult(result, reporter);
     if (reporter.json) {
       const { perPosition: _perPosition, histogram: _histogram, ...metrics } = result.metrics;
       reporter.result({ ok: result.passed, ...result, metrics, warnings: reporter.warnings });
@@ -73,7 +73,7 @@ export const verifyCommand: Command = {
   },
 };
 
-function printResult(r: VerifyResult, reporter: Reporter): void {
+export function printVerifyResult(r: VerifyResult, reporter: Reporter): void {
   const m = r.metrics;
   const t = r.tolerance;
   const e = (x: number) => x.toExponential(2);
