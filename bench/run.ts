@@ -5,7 +5,8 @@
  * beside `cp -r` of the same bytes and the torch approach, printing wall time, peak RSS and ratios.
  */
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { encodeHeader } from "../src/formats/safetensors/header.js";
 import { join, resolve } from "node:path";
 import { hasTorch, measure, mb, printTable, type Measurement } from "./measure.js";
 
@@ -64,6 +65,58 @@ function benchReshard(enc: number, dec: number): Measurement[] {
   return rows;
 }
 
+function benchPrune(enc: number, dec: number): Measurement[] {
+  const ckpt = checkpoint(enc, dec);
+  const rows = [measure("cp -r", "cp", ["-r", ckpt, scratch("cp")])];
+  rows.push(
+    measure("megahub prune (width to half)", process.execPath, [
+      CLI, "prune", ckpt, "--out", scratch("pruned"), "--hidden", "1280", "--heads", "10", "--ffn", "3456", "--quiet",
+    ]),
+  );
+  printTable(`prune: Megatron TP 2 → HF, hidden 2560→1280, 20→10 heads, FFN 6912→3456, ${enc}/${dec} layers`, rows, "cp -r");
+  return rows;
+}
+
+/** One forward pass in ONNX Runtime (CPU) beside the PyTorch reference forward on CPU, same weights, same ids. */
+async function benchForward(enc: number, dec: number): Promise<void> {
+  const hf = join(CACHE, `hf-e${enc}-d${dec}`);
+  if (!existsSync(join(hf, "config.json"))) {
+    rmSync(hf, { recursive: true, force: true });
+    execFileSync(process.execPath, [CLI, "convert", checkpoint(enc, dec), "--out", hf, "--quiet"], { stdio: "inherit" });
+  }
+  const inputs = join(CACHE, "forward-inputs.safetensors");
+  writeInputs(inputs, 2, 12, 8, 250_240);
+  const { timeForward } = await import("../dist/verify/bench.js");
+  const ort = await timeForward(hf, inputs, { device: "cpu", warmup: 1, iterations: 3 });
+  const rows: string[][] = [["ONNX Runtime (CPU)", ort.medianMs.toFixed(0), (ort.sessionMs / 1000).toFixed(1)]];
+  let torchMs = NaN;
+  if (hasTorch()) {
+    const out = execFileSync("/usr/bin/python3", [join(ROOT, "scripts", "bench_torch_forward.py"), hf, inputs, "--heads", "20", "--kv-channels", "128"], {
+      encoding: "utf8",
+    });
+    const t = JSON.parse(out.trim().split("\n").at(-1) as string) as { median_ms: number; load_ms: number; threads: number };
+    torchMs = t.median_ms;
+    rows.push([`PyTorch reference (CPU, ${t.threads} threads)`, t.median_ms.toFixed(0), (t.load_ms / 1000).toFixed(1)]);
+  }
+  process.stdout.write(`\nforward: batch 2 × 12 → 8 tokens, OpenBA-v2 widths, ${enc}/${dec} layers (fp16 weights, fp32 compute)\n`);
+  for (const r of [["case", "median ms", "load s"], ...rows]) process.stdout.write(`| ${r.map((c, i) => c.padEnd(i === 0 ? 34 : 10)).join(" | ")} |\n`);
+  if (!Number.isNaN(torchMs)) process.stdout.write(`torch ÷ ORT = ${(torchMs / ort.medianMs).toFixed(1)}×\n`);
+}
+
+/** A safetensors file of random token ids in the reference layout (input_ids, attention_mask, decoder_input_ids). */
+function writeInputs(path: string, batch: number, src: number, tgt: number, vocab: number): void {
+  let seed = 7;
+  const rand = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) % vocab);
+  const ids = (n: number, first?: number) => BigInt64Array.from({ length: n }, (_, i) => BigInt(i % (n / batch) === 0 && first !== undefined ? first : rand()));
+  const tensors = [
+    { name: "input_ids", shape: [batch, src], data: ids(batch * src) },
+    { name: "attention_mask", shape: [batch, src], data: BigInt64Array.from({ length: batch * src }, () => 1n) },
+    { name: "decoder_input_ids", shape: [batch, tgt], data: ids(batch * tgt, 0) },
+  ];
+  const { bytes } = encodeHeader(tensors.map((t) => ({ name: t.name, dtype: "I64" as const, shape: t.shape })));
+  writeFileSync(path, Buffer.concat([bytes, ...tensors.map((t) => Buffer.from(t.data.buffer))]));
+}
+
 execFileSync("npx", ["tsc", "-p", join(ROOT, "tsconfig.build.json")], { stdio: "inherit", cwd: ROOT });
 const [enc, dec] = full ? [8, 24] : [1, 1];
 if (!only || only === "convert") {
@@ -79,4 +132,10 @@ if (!only || only === "convert") {
 }
 if (!only || only === "reshard") {
   benchReshard(enc, dec);
+}
+if (!only || only === "prune") {
+  benchPrune(enc, dec);
+}
+if (!only || only === "forward") {
+  await benchForward(enc, dec);
 }
