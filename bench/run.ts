@@ -50,7 +50,7 @@ function benchConvert(enc: number, dec: number): Measurement[] {
 function benchReshard(enc: number, dec: number): Measurement[] {
   const ckpt = checkpoint(enc, dec);
   const rows = [measure("cp -r", "cp", ["-r", ckpt, scratch("cp")])];
-  rows.push(measure("megahub reshard", process.execPath, [CLI, "reshard", ckpt, "--out", scratch("tp4"), "--tp", "4", "--quiet"]));
+  rows.push(measure("megahub reshard", process.execPath, [CLI, "reshard", ckpt, "--out", scratch("tp4"), "--tp", "4", "--true-vocab-size", "250204", "--quiet"]));
   if (hasTorch()) {
     rows.push(
       measure("torch (load, cat, chunk, save)", "/usr/bin/python3", [

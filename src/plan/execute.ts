@@ -10,7 +10,7 @@ import { fileBytes, tensorsOf, type Plan, type PlannedFile } from "./plan.js";
 import { describe, recipeBytes, type Recipe } from "./recipe.js";
 
 /** Rows are read and written in blocks of about this size: memory stays near two blocks whatever the model size. */
-export const DEFAULT_BLOCK_BYTES = 64 << 20;
+export const DEFAULT_BLOCK_BYTES = 16 << 20;
 
 export interface ExecuteOptions {
   blockBytes?: number;

@@ -46,8 +46,15 @@ export async function materializeRows(r: Recipe, start: number, end: number, sta
 }
 
 async function concatRows(parts: readonly Recipe[], start: number, end: number, rb: number, stats: CastStats) {
-  const out = new Uint8Array((end - start) * rb);
   let base = 0;
+  for (const p of parts) {
+    const n = rowCount(p);
+    // Rows inside one part (the usual case for row blocks): hand that part's bytes through without a copy.
+    if (start >= base && end <= base + n) return materializeRows(p, start - base, end - base, stats);
+    base += n;
+  }
+  const out = uninitialized((end - start) * rb);
+  base = 0;
   for (const p of parts) {
     const n = rowCount(p);
     const lo = Math.max(start, base);
@@ -66,7 +73,7 @@ async function concatInner(r: Recipe & { kind: "concat" }, start: number, end: n
   const outer = (end - start) * numel(r.shape.slice(1, r.dim));
   const inner = r.parts.map((p) => byteSize(p.dtype, p.shape.slice(r.dim)));
   const total = inner.reduce((a, b) => a + b, 0);
-  const out = new Uint8Array(outer * total);
+  const out = uninitialized(outer * total);
   for (let o = 0; o < outer; o++) {
     let at = o * total;
     for (const [i, b] of blocks.entries()) {
@@ -80,7 +87,11 @@ async function concatInner(r: Recipe & { kind: "concat" }, start: number, end: n
 
 /** Row selection reads runs of consecutive source rows in one request each. */
 async function selectRows(input: Recipe, indices: readonly number[], start: number, end: number, rb: number, stats: CastStats) {
-  const out = new Uint8Array((end - start) * rb);
+  const first = indices[start] as number;
+  if (indices[end - 1] === first + (end - 1 - start) && isRun(indices, start, end)) {
+    return materializeRows(input, first, first + (end - start), stats); // a slice: no copy
+  }
+  const out = uninitialized((end - start) * rb);
   let i = start;
   while (i < end) {
     const first = indices[i] as number;
@@ -97,7 +108,7 @@ async function selectInner(r: Recipe & { kind: "select" }, start: number, end: n
   const outer = (end - start) * numel(r.input.shape.slice(1, r.dim));
   const innerBytes = byteSize(r.dtype, r.input.shape.slice(r.dim + 1));
   const n = r.input.shape[r.dim] as number;
-  const out = new Uint8Array(outer * innerBytes * r.indices.length);
+  const out = uninitialized(outer * innerBytes * r.indices.length);
   // Column selects move one element at a time: copy through a typed view of the element's width, which is an
   // order of magnitude faster than a subarray copy per element.
   const width = [4, 2, 1].find((w) => innerBytes % w === 0 && src.byteOffset % w === 0) as number;
@@ -105,19 +116,45 @@ async function selectInner(r: Recipe & { kind: "select" }, start: number, end: n
   const from = new View(src.buffer, src.byteOffset, src.byteLength / width);
   const to = new View(out.buffer, 0, out.byteLength / width);
   const inner = innerBytes / width;
+  const runs = indexRuns(r.indices);
   let at = 0;
   for (let o = 0; o < outer; o++) {
     const base = o * n * inner;
-    for (const idx of r.indices) {
-      const s0 = base + idx * inner;
-      if (inner === 1) to[at++] = from[s0] as number;
-      else {
-        to.set(from.subarray(s0, s0 + inner), at);
-        at += inner;
+    for (let k = 0; k < runs.length; k += 2) {
+      const s0 = base + (runs[k] as number) * inner;
+      const len = (runs[k + 1] as number) * inner;
+      if (len > 16) {
+        to.set(from.subarray(s0, s0 + len), at);
+        at += len;
+      } else {
+        for (let e = 0; e < len; e++) to[at++] = from[s0 + e] as number;
       }
     }
   }
   return out;
+}
+
+/** Output buffers that every byte of is written before use: skip zero-filling (it only costs page faults). */
+function uninitialized(bytes: number): Uint8Array {
+  return Buffer.allocUnsafeSlow(bytes);
+}
+
+function isRun(indices: readonly number[], start: number, end: number): boolean {
+  for (let i = start + 1; i < end; i++) if (indices[i] !== (indices[i - 1] as number) + 1) return false;
+  return true;
+}
+
+/** Consecutive ascending indices as flat [start, length, start, length, …] runs: a slice is one run. */
+function indexRuns(indices: readonly number[]): number[] {
+  const runs: number[] = [];
+  for (let i = 0; i < indices.length; ) {
+    const first = indices[i] as number;
+    let j = i + 1;
+    while (j < indices.length && indices[j] === first + (j - i)) j++;
+    runs.push(first, j - i);
+    i = j;
+  }
+  return runs;
 }
 
 async function gatherStrided(r: Recipe & { kind: "strided" }, start: number, end: number): Promise<Uint8Array> {
