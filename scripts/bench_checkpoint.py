@@ -7,7 +7,7 @@ hidden 2560, 20 heads x 128, FFN 6912, vocab 250240, fp16, saved as OpenBA's Meg
 model_optim_rng.pt under iter_0000001/). Default 1 encoder + 1 decoder layer (about 1.6 GB); --enc 8 --dec 24 is the
 full 7.6 GB model. The weights are random: the bench measures bytes moved, not model quality.
 """
-import argparse, collections, os, sys, types, enum
+import argparse, collections, os, sys
 import torch
 
 ap = argparse.ArgumentParser()
@@ -22,15 +22,10 @@ P = n * d
 tp = a.tp
 g = torch.Generator().manual_seed(0)
 
-mod = types.ModuleType("megatron.core.enums")
-class ModelType(enum.Enum):
-    encoder_or_decoder = 1
-    encoder_and_decoder = 2
-ModelType.__module__ = "megatron.core.enums"
-mod.ModelType = ModelType
-for name in ["megatron", "megatron.core", "megatron.core.enums"]:
-    sys.modules.setdefault(name, types.ModuleType(name))
-sys.modules["megatron.core.enums"] = mod
+sys.path.insert(0, os.path.dirname(__file__))
+from fixturelib import install_megatron_stub  # noqa: E402
+
+ModelType = install_megatron_stub()
 
 def rnd(*shape):
     return (torch.randn(*shape, generator=g) * 0.02).half()

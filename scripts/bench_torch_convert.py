@@ -4,17 +4,13 @@ shard whole, concatenate (dim 1 for row-parallel, dim 0 otherwise), fuse fc_in =
 
   /usr/bin/python3 scripts/bench_torch_convert.py <iter_dir> <out_dir>
 """
-import os, re, sys, types, enum
+import os, re, sys
 import torch
 
-for name in ["megatron", "megatron.core"]:
-    sys.modules.setdefault(name, types.ModuleType(name))
-enums = types.ModuleType("megatron.core.enums")
-class ModelType(enum.Enum):
-    encoder_or_decoder = 1
-    encoder_and_decoder = 2
-enums.ModelType = ModelType
-sys.modules["megatron.core.enums"] = enums
+sys.path.insert(0, os.path.dirname(__file__))
+from fixturelib import install_megatron_stub  # noqa: E402
+
+install_megatron_stub()
 
 src, out = sys.argv[1], sys.argv[2]
 ranks = sorted(d for d in os.listdir(src) if d.startswith("mp_rank_"))

@@ -5,17 +5,13 @@ TP size, and torch.save one file per new rank.
 
   /usr/bin/python3 scripts/bench_torch_split.py <iter_dir> <out_iter_dir> <new_tp>
 """
-import os, sys, types, enum
+import os, sys
 import torch
 
-for name in ["megatron", "megatron.core"]:
-    sys.modules.setdefault(name, types.ModuleType(name))
-enums = types.ModuleType("megatron.core.enums")
-class ModelType(enum.Enum):
-    encoder_or_decoder = 1
-    encoder_and_decoder = 2
-enums.ModelType = ModelType
-sys.modules["megatron.core.enums"] = enums
+sys.path.insert(0, os.path.dirname(__file__))
+from fixturelib import install_megatron_stub  # noqa: E402
+
+install_megatron_stub()
 
 src, out, new_tp = sys.argv[1], sys.argv[2], int(sys.argv[3])
 ranks = sorted(d for d in os.listdir(src) if d.startswith("mp_rank_"))
