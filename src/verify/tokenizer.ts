@@ -1,8 +1,10 @@
 import { createRequire } from "node:module";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
+import { openbaAddedTokens } from "../converters/openba-tokenizer.js";
 import { MegahubError } from "../errors.js";
+import { parseSentencePieceModel, PieceType } from "../formats/sentencepiece/model.js";
+import { OPENBA_SPECIAL } from "../models/openba.js";
 
 /**
  * OpenBA's tokenizer: sentencepiece for text, plus the special tokens HF's OpenBATokenizer adds on top
@@ -48,22 +50,22 @@ export async function loadTokenizer(dirOrModel: string): Promise<Tokenizer> {
       file: modelPath,
     });
   }
-  const info = inspectSentencepiece(bytes, modelPath);
+  const model = parseSentencePieceModel(bytes, modelPath);
+  const spSize = model.pieces.length;
   const specials = new Map<string, number>([
-    ["<pad>", 0],
-    ["</s>", 1],
-    ["<unk>", 2],
+    ["<pad>", OPENBA_SPECIAL.pad],
+    ["</s>", OPENBA_SPECIAL.eos],
+    ["<unk>", OPENBA_SPECIAL.unk],
   ]);
-  for (const [i, piece] of info.controlPieces) specials.set(piece, i);
-  for (let k = 0; k < 100; k++) specials.set(`<extra_id_${k}>`, info.pieces + 99 - k);
-  ["<R>", "<S>", "<X>"].forEach((t, i) => specials.set(t, info.pieces + 100 + i));
+  model.pieces.forEach((p, i) => p.type === PieceType.CONTROL && specials.set(p.piece, i));
+  for (const [token, id] of Object.entries(openbaAddedTokens(spSize))) specials.set(token, id);
   if (!isModel) {
     for (const [token, id] of Object.entries(await readAddedTokens(join(dirOrModel, "added_tokens.json")))) {
       specials.set(token, id);
     }
   }
   const sp = await loadProcessor(modelPath);
-  return makeTokenizer(sp, info.pieces, specials);
+  return makeTokenizer(sp, spSize, specials);
 }
 
 async function readAddedTokens(path: string): Promise<Record<string, number>> {
@@ -162,35 +164,4 @@ export function splitOnSpecials(text: string, tokens: readonly string[]): { text
       return { text: t, special: false };
     })
     .filter((p) => p.special || p.text.length > 0);
-}
-
-/** Piece count and CONTROL pieces of a sentencepiece ModelProto (field 1 = pieces; piece.type 3 = CONTROL). */
-export function inspectSentencepiece(bytes: Uint8Array, file: string): { pieces: number; controlPieces: Map<number, string> } {
-  const controlPieces = new Map<number, string>();
-  let pieces = 0;
-  try {
-    const r = new BinaryReader(bytes);
-    while (r.pos < r.len) {
-      const [field, wire] = r.tag();
-      if (field === 1 && wire === WireType.LengthDelimited) {
-        const piece = new BinaryReader(r.bytes());
-        let text = "";
-        let type = 1;
-        while (piece.pos < piece.len) {
-          const [f, w] = piece.tag();
-          if (f === 1 && w === WireType.LengthDelimited) text = piece.string();
-          else if (f === 3 && w === WireType.Varint) type = piece.int32();
-          else piece.skip(w, f);
-        }
-        if (type === 3) controlPieces.set(pieces, text);
-        pieces++;
-      } else {
-        r.skip(wire, field);
-      }
-    }
-  } catch (e) {
-    throw new MegahubError("FORMAT", `not a sentencepiece model (${(e as Error).message})`, { file });
-  }
-  if (pieces < 3) throw new MegahubError("FORMAT", `sentencepiece model has ${pieces} pieces`, { file });
-  return { pieces, controlPieces };
 }
