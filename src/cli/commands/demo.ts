@@ -85,6 +85,23 @@ const STEPS: [title: string, run: (c: DemoContext) => Promise<void>][] = [
     },
   ],
   [
+    "prune-vocab: keep the pieces a real corpus uses (99 % coverage), rewrite spiece.model, re-index rows; verify on kept ids",
+    async (c) => {
+      const { pruneVocab } = await import("../../converters/prune-vocab.js");
+      const { verifyModel } = await import("../../verify/verify-model.js");
+      const out = join(c.base, "vocab-pruned");
+      const report = join(c.base, "prune-vocab-report.html");
+      const corpus = join(packageRoot(), "fixtures", "corpus", "train.txt");
+      const r = await pruneVocab({ input: c.hfDir, out, corpus: [corpus], coverage: 0.99, report, onProgress: (l, d, t) => c.out.progress(l, d, t) });
+      const { pieces, vocab, params } = r.report;
+      c.out.info(`    → ${out}: ${pieces.kept} of ${pieces.before} pieces cover ${(r.report.coverage * 100).toFixed(2)} % of ${r.report.corpus.tokens} corpus tokens; rows ${vocab.before.rows} → ${vocab.after.rows}; parameters ${formatParams(params.before.total)} → ${formatParams(params.after.total)}`);
+      const v = await verifyModel(out, { against: c.hfDir, idMap: join(out, "vocab-id-map.json"), device: "auto", onWarning: (l) => c.out.warn(l) });
+      c.out.info(`    verify --against the unpruned model on its ${v.metrics.vocab} kept ids: max |Δ| ${v.metrics.maxAbs.toExponential(2)} → ${v.passed ? "PASS" : "FAIL"}; coverage chart in ${report}`);
+      c.steps.push({ step: "prune-vocab", out, keptPieces: pieces.kept, coverage: r.report.coverage, rows: vocab.after.rows, parameters: params, verified: v.passed, report });
+      if (!v.passed) throw new MegahubError("VERIFY", v.failures.join("; "));
+    },
+  ],
+  [
     "push + pull: publish to a local Hub-compatible server with the real @huggingface/hub client, then pull it back",
     async (c) => {
       const { startLocalHub, pushFolder, pullRepo } = await import("../../hub/index.js");

@@ -19,4 +19,6 @@ export const COMMANDS: Record<string, () => Promise<Command>> = {
   pack: async () => (await import("./pack.js")).packCommand,
   unpack: async () => (await import("./unpack.js")).unpackCommand,
   prune: async () => (await import("./prune.js")).pruneCommand,
+  vocab: async () => (await import("./vocab.js")).vocabCommand,
+  "prune-vocab": async () => (await import("./prune-vocab.js")).pruneVocabCommand,
 };
