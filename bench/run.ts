@@ -5,7 +5,7 @@
  * beside `cp -r` of the same bytes and the torch approach, printing wall time, peak RSS and ratios.
  */
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { encodeHeader } from "../src/formats/safetensors/header.js";
 import { join, resolve } from "node:path";
 import { hasTorch, measure, mb, printTable, type Measurement } from "./measure.js";
@@ -117,6 +117,23 @@ function writeInputs(path: string, batch: number, src: number, tgt: number, voca
   writeFileSync(path, Buffer.concat([bytes, ...tensors.map((t) => Buffer.from(t.data.buffer))]));
 }
 
+/** Token counting on a 44 MB real bilingual corpus (the fixture corpus × 200) beside Debian's spm_encode. */
+function benchCount(): void {
+  const corpus = join(CACHE, "corpus-x200.txt");
+  if (!existsSync(corpus)) writeFileSync(corpus, readFileSync(join(ROOT, "fixtures", "corpus", "train.txt"), "utf8").repeat(200));
+  const model = join(ROOT, "fixtures", "tokenizer", "spiece.model");
+  const rows: Measurement[] = [];
+  if (existsSync("/usr/bin/spm_encode")) {
+    rows.push(measure("spm_encode (ids to /dev/null)", "sh", ["-c", `/usr/bin/spm_encode --model=${model} --output_format=id --input=${corpus} > /dev/null`]));
+  }
+  for (const threads of ["1", "2"]) {
+    rows.push(measure(`megahub vocab count (${threads} thread${threads === "1" ? "" : "s"})`, process.execPath, [
+      CLI, "vocab", "count", corpus, "--tokenizer", model, "--out", join(scratch(`freq${threads}`) + ".tsv"), "--threads", threads, "--quiet",
+    ]));
+  }
+  printTable(`vocab count: ${(statSync(corpus).size / 1e6).toFixed(0)} MB of real English + Chinese text`, rows, rows[0]?.name ?? "");
+}
+
 execFileSync("npx", ["tsc", "-p", join(ROOT, "tsconfig.build.json")], { stdio: "inherit", cwd: ROOT });
 const [enc, dec] = full ? [8, 24] : [1, 1];
 if (!only || only === "convert") {
@@ -138,4 +155,7 @@ if (!only || only === "prune") {
 }
 if (!only || only === "forward") {
   await benchForward(enc, dec);
+}
+if (!only || only === "count") {
+  benchCount();
 }

@@ -71,22 +71,15 @@ describe("vocab count: ids exactly as sentencepiece tokenizes", () => {
     }
   });
 
-  it.skipIf(!HAS_SPM)("measures throughput against spm_encode on the same corpus (≥ 0.25× even on a loaded machine)", async () => {
+  // Speed is measured in `npm run bench`; here the large corpus only proves the worker-thread path counts exactly.
+  it.skipIf(!HAS_SPM)("counts a 40× corpus exactly as spm_encode, on one thread and on worker threads", async () => {
     const big = join(dir, "train40.txt");
     await writeFile(big, (await readFile(TRAIN, "utf8")).repeat(40));
     const native = spmCounts(big, sp.spSize);
     const ours = await countCorpus([big], sp, { threads: 1 });
     const two = await countCorpus([big], sp, { threads: 2 });
-    const mb = ours.bytes / 1e6;
-    const ratio = native.seconds / ours.seconds;
-    console.log(
-      `counting ${mb.toFixed(1)} MB, ${ours.tokens} tokens: megahub ${(mb / ours.seconds).toFixed(2)} MB/s (1 thread), ` +
-        `${(mb / two.seconds).toFixed(2)} MB/s (2 worker threads); spm_encode ${(mb / native.seconds).toFixed(2)} MB/s (incl. printing ids) ` +
-        `→ ${ratio.toFixed(2)}× / ${(native.seconds / two.seconds).toFixed(2)}× spm_encode`,
-    );
     expect(differingIds(two.counts, native.counts)).toEqual([]);
     expect(differingIds(ours.counts, native.counts)).toEqual([]);
-    expect(ratio).toBeGreaterThan(0.25);
   });
 
   it("reads JSON lines (--field, nested with dots), and .gz, to the same counts as the plain text", async () => {
