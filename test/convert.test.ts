@@ -227,3 +227,20 @@ describe.skipIf(!hasFixture("megatron", "fp16-tp2"))("convert options and layout
     expect(r.stderr).toMatch(/pp2.*PP 2/);
   });
 });
+
+describe.skipIf(!hasFixture("reference", "fp32-tp1.safetensors"))("convert --verify", () => {
+  it("checks the written model against reference logits right away", () => {
+    const target = out();
+    const r = megahub(["convert", fixture("megatron", "fp32-tp1"), "--out", target, "--verify", fixture("reference", "fp32-tp1.safetensors"), "--device", "cpu", "--json"]);
+    expect(r.code, r.stderr).toBe(0);
+    const res = r.json<{ verification: { passed: boolean; provider: string; maxAbsDiff: number; top1: number } }>();
+    expect(res.verification).toMatchObject({ passed: true, provider: "cpu", top1: 1 });
+    expect(res.verification.maxAbsDiff).toBeLessThan(1e-4);
+  });
+
+  it("exits non-zero when the reference does not match the checkpoint", () => {
+    const r = megahub(["convert", fixture("megatron", "bf16-tp1"), "--out", out(), "--verify", fixture("reference", "fp32-tp1.safetensors"), "--device", "cpu"]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/verification FAILED/);
+  });
+});

@@ -194,3 +194,21 @@ async function trueVocab(): Promise<number> {
   const expected = JSON.parse(await readFile(fixture("megatron", "fp16-tp1", "expected-hf.json"), "utf8")) as { dims: { true_vocab: number } };
   return expected.dims.true_vocab;
 }
+
+describe.skipIf(!hasFixtures)("to-megatron refuses an untied head", () => {
+  it("names the measured difference and writes nothing", async () => {
+    const hf = out("hf");
+    await convertMegatronToHf({ input: fixture("megatron", "fp16-tp1"), out: hf });
+    const st = await openSafetensors(join(hf, "model.safetensors"));
+    const e = st.st.get("lm_head.weight");
+    const at = (e?.begin ?? 0) + st.st.dataStart + 10;
+    await st.close();
+    const bytes = await readFile(join(hf, "model.safetensors"));
+    bytes[at] = (bytes[at] as number) ^ 0x01; // one fp16 value, lowest mantissa bit
+    writeFileSync(join(hf, "model.safetensors"), bytes);
+    const target = out();
+    const err = await hfToMegatron({ input: hf, out: target, tp: 1 }).catch((x: unknown) => x);
+    expect(isMegahubError(err) && err.message).toMatch(/lm_head.weight differs from shared_embedding.weight in 1 of \d+ values \(max \|Δ\| [\d.e-]+\)/);
+    expect(existsSync(target)).toBe(false);
+  });
+});
