@@ -1,4 +1,5 @@
 import { formatError } from "../../errors.js";
+import { decodeLong, latin1Bytes, narrowInt, rawUnicodeEscape } from "./pickle-scalars.js";
 import { PyCall, PyDict, PyFloat, PyGlobal, PyList, PySet, PyTuple, type PyValue } from "./values.js";
 
 /** Bounds that keep a hostile pickle from exhausting memory: a checkpoint's data.pkl is far below these. */
@@ -147,17 +148,9 @@ export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks =
     else if (target instanceof PyCall) target.listItems.push(...items);
     else fail("APPEND on a value that is not a list");
   };
-  const decodeLong = (b: Uint8Array): number | bigint => {
-    if (b.length === 0) return 0;
-    let v = 0n;
-    for (let i = b.length - 1; i >= 0; i--) v = (v << 8n) | BigInt(b[i] as number);
-    if ((b[b.length - 1] as number) & 0x80) v -= 1n << BigInt(8 * b.length);
-    return v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
-  };
   const parseInt10 = (s: string): number | bigint => {
     if (!/^-?\d+L?$/.test(s)) fail(`bad integer literal ${JSON.stringify(s.slice(0, 40))}`);
-    const v = BigInt(s.replace(/L$/, ""));
-    return v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
+    return narrowInt(BigInt(s.replace(/L$/, "")));
   };
 
   for (;;) {
@@ -434,17 +427,4 @@ export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks =
         fail(`unsupported opcode 0x${op.toString(16).padStart(2, "0")}`);
     }
   }
-}
-
-function latin1Bytes(text: string): Uint8Array {
-  const out = new Uint8Array(text.length);
-  for (let i = 0; i < text.length; i++) out[i] = text.charCodeAt(i) & 0xff;
-  return out;
-}
-
-function rawUnicodeEscape(s: string): string {
-  return s.replace(/\\u([0-9a-fA-F]{4})|\\U([0-9a-fA-F]{8})/g, (m, u: string | undefined, U: string | undefined) => {
-    const cp = parseInt((u ?? U) as string, 16);
-    return cp <= 0x10ffff ? String.fromCodePoint(cp) : m;
-  });
 }

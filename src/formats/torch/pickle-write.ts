@@ -4,6 +4,7 @@
  * allows, so a checkpoint read and written back means the same thing to torch.load.
  */
 import { MegahubError } from "../../errors.js";
+import { encodeLong } from "./pickle-scalars.js";
 import { DTYPES, type DtypeInfo } from "../../tensors/dtypes.js";
 import { PyCall, PyDict, PyFloat, PyGlobal, PyList, PySet, PyTuple, TorchStorage, TorchTensor, type PyValue } from "./values.js";
 
@@ -101,21 +102,6 @@ export function utf8SurrogatePass(s: string): Uint8Array {
     else out.push(0xf0 | (c >> 18), 0x80 | ((c >> 12) & 63), 0x80 | ((c >> 6) & 63), 0x80 | (c & 63));
   }
   return Uint8Array.from(out);
-}
-
-/** pickle.encode_long: minimal two's-complement little-endian bytes (empty for 0). */
-export function encodeLong(x: bigint): Uint8Array {
-  if (x === 0n) return new Uint8Array(0);
-  const n = ((x < 0n ? -x : x).toString(2).length >> 3) + 1; // (x.bit_length() >> 3) + 1, as Python sizes it
-  const out = new Uint8Array(n);
-  let v = BigInt.asUintN(8 * n, x);
-  for (let i = 0; i < n; i++) {
-    out[i] = Number(v & 0xffn);
-    v >>= 8n;
-  }
-  // Python trims a redundant 0xff sign byte of negative numbers.
-  if (x < 0n && n > 1 && out[n - 1] === 0xff && ((out[n - 2] as number) & 0x80) !== 0) return out.subarray(0, n - 1);
-  return out;
 }
 
 function fail(detail: string): never {

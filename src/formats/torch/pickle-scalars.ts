@@ -1,0 +1,45 @@
+/** Scalar encodings pickle uses, shared by the reader and the writer. */
+
+/** An integer as a JS number when it is safe, else a bigint (so 2**70 and -2**70 survive a round trip). */
+export function narrowInt(v: bigint): number | bigint {
+  return v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
+}
+
+/** pickle.decode_long: little-endian two's complement (LONG1 / LONG4 payloads). */
+export function decodeLong(b: Uint8Array): number | bigint {
+  if (b.length === 0) return 0;
+  let v = 0n;
+  for (let i = b.length - 1; i >= 0; i--) v = (v << 8n) | BigInt(b[i] as number);
+  if ((b[b.length - 1] as number) & 0x80) v -= 1n << BigInt(8 * b.length);
+  return narrowInt(v);
+}
+
+/** pickle.encode_long: minimal two's-complement little-endian bytes (empty for 0). */
+export function encodeLong(x: bigint): Uint8Array {
+  if (x === 0n) return new Uint8Array(0);
+  const n = ((x < 0n ? -x : x).toString(2).length >> 3) + 1; // (x.bit_length() >> 3) + 1, as Python sizes it
+  const out = new Uint8Array(n);
+  let v = BigInt.asUintN(8 * n, x);
+  for (let i = 0; i < n; i++) {
+    out[i] = Number(v & 0xffn);
+    v >>= 8n;
+  }
+  // Python trims a redundant 0xff sign byte of negative numbers.
+  if (x < 0n && n > 1 && out[n - 1] === 0xff && ((out[n - 2] as number) & 0x80) !== 0) return out.subarray(0, n - 1);
+  return out;
+}
+
+/** The bytes behind protocol 2's `_codecs.encode(text, "latin1")`. */
+export function latin1Bytes(text: string): Uint8Array {
+  const out = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i++) out[i] = text.charCodeAt(i) & 0xff;
+  return out;
+}
+
+/** Protocol 0's UNICODE opcode text (raw-unicode-escape): \uXXXX and \UXXXXXXXX escapes. */
+export function rawUnicodeEscape(s: string): string {
+  return s.replace(/\\u([0-9a-fA-F]{4})|\\U([0-9a-fA-F]{8})/g, (m, u: string | undefined, U: string | undefined) => {
+    const cp = parseInt((u ?? U) as string, 16);
+    return cp <= 0x10ffff ? String.fromCodePoint(cp) : m;
+  });
+}
