@@ -1,4 +1,3 @@
-import { createHash } from "node:crypto";
 import { copyFile, mkdir, open, stat, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { MegahubError } from "../errors.js";
@@ -8,6 +7,7 @@ import { castBytes, type CastStats } from "../tensors/cast.js";
 import { materializeRows, rowBytes, rowCount } from "./materialize.js";
 import { fileBytes, tensorsOf, type Plan, type PlannedFile } from "./plan.js";
 import { describe, recipeBytes, type Recipe } from "./recipe.js";
+import { createTensorHasher } from "./hasher.js";
 
 /** Rows are read and written in blocks of about this size: memory stays near two blocks whatever the model size. */
 export const DEFAULT_BLOCK_BYTES = 16 << 20;
@@ -37,25 +37,35 @@ export async function executePlan(plan: Plan, dir: string, options: ExecuteOptio
   const stats: CastStats = { overflows: 0 };
   const result: ExecuteResult = { files: {}, tensors: {}, overflows: 0, bytesWritten: 0 };
   const digests = new Map<Recipe, string>();
+  const hasher = options.hash === false ? undefined : createTensorHasher();
   let done = 0;
   const advance = (n: number) => {
     done += n;
     options.onProgress?.(done, total);
   };
   options.onProgress?.(0, total);
-  for (const file of plan.files) {
+  try {
+    for (const file of plan.files) await runFile(file);
+  } finally {
+    await hasher?.close();
+  }
+  result.overflows = stats.overflows;
+  return result;
+
+  async function runFile(file: PlannedFile): Promise<void> {
     const path = join(dir, file.path);
     await mkdir(dirname(path), { recursive: true });
     const emit = (name: string) =>
       async function* (recipe: Recipe): AsyncGenerator<Uint8Array> {
         // The tied embedding is written twice (shared_embedding and lm_head): hash its bytes once.
-        const h = options.hash === false || digests.has(recipe) ? undefined : createHash("sha256");
+        const id = hasher === undefined || digests.has(recipe) ? undefined : hasher.start();
         for await (const block of blocks(recipe, blockBytes, stats)) {
-          h?.update(block);
           yield block;
           advance(block.byteLength);
+          // The writer is done with the block once it asks for the next one: hand it to the hasher now.
+          if (id !== undefined) await hasher?.update(id, block);
         }
-        if (h) digests.set(recipe, h.digest("hex"));
+        if (id !== undefined && hasher) digests.set(recipe, await hasher.digest(id));
       };
     const before = done;
     await writeFileOf(file, path, emit, advance);
@@ -73,8 +83,6 @@ export async function executePlan(plan: Plan, dir: string, options: ExecuteOptio
     result.files[file.path] = { bytes };
     result.bytesWritten += bytes;
   }
-  result.overflows = stats.overflows;
-  return result;
 }
 
 async function writeFileOf(
