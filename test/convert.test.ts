@@ -238,6 +238,18 @@ describe.skipIf(!hasFixture("reference", "fp32-tp1.safetensors"))("convert --ver
     expect(res.verification.maxAbsDiff).toBeLessThan(1e-4);
   });
 
+  it("the built CLI's manifest holds the sha256 of every tensor's bytes (hashed on a worker thread)", async () => {
+    const target = out();
+    const r = megahub(["convert", fixture("megatron", "fp16-tp3"), "--out", target, "--quiet"]);
+    expect(r.code, r.stderr).toBe(0);
+    const manifest = JSON.parse(readFileSync(join(target, "megahub.json"), "utf8")) as { tensors: Record<string, { sha256: string }> };
+    const got = await openSafetensors(join(target, "model.safetensors"));
+    for (const e of got.st.entries) {
+      expect(manifest.tensors[e.name]?.sha256, e.name).toBe(createHash("sha256").update(await got.bytes(e.name)).digest("hex"));
+    }
+    await got.close();
+  });
+
   it("exits non-zero when the reference does not match the checkpoint", () => {
     const r = megahub(["convert", fixture("megatron", "bf16-tp1"), "--out", out(), "--verify", fixture("reference", "fp32-tp1.safetensors"), "--device", "cpu"]);
     expect(r.code).toBe(1);

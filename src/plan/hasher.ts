@@ -23,8 +23,12 @@ export interface TensorHasher {
   close(): Promise<void>;
 }
 
-/** A hasher on a worker thread; falls back to the main thread where workers cannot start. */
+/**
+ * A hasher on a worker thread; on the main thread where a worker cannot run this module (from TypeScript
+ * sources under tsx or vitest, the worker would not have their loader).
+ */
 export function createTensorHasher(): TensorHasher {
+  if (!import.meta.url.endsWith(".js")) return mainThreadHasher();
   let worker: Worker;
   try {
     worker = new Worker(new URL(import.meta.url), { stdout: false, stderr: false });
@@ -36,20 +40,24 @@ export function createTensorHasher(): TensorHasher {
   let inFlight = 0;
   let failed: Error | undefined;
   const waiters: (() => void)[] = [];
-  const digests = new Map<number, (hex: string) => void>();
+  const digests = new Map<number, { resolve: (hex: string) => void; reject: (e: Error) => void }>();
   worker.on("message", (m: Reply) => {
     if (m.op === "ack") {
       inFlight -= m.bytes;
       while (inFlight <= MAX_IN_FLIGHT && waiters.length > 0) waiters.shift()?.();
     } else {
-      digests.get(m.id)?.(m.hex);
+      digests.get(m.id)?.resolve(m.hex);
       digests.delete(m.id);
     }
   });
-  worker.on("error", (e) => {
+  const fail = (e: Error) => {
     failed = e;
     waiters.splice(0).forEach((w) => w());
-  });
+    for (const d of digests.values()) d.reject(e);
+    digests.clear();
+  };
+  worker.on("error", fail);
+  worker.on("exit", (code) => failed ?? fail(new Error(`sha256 worker exited (${code})`)));
   const send = (r: Request, transfer: ArrayBuffer[] = []) => worker.postMessage(r, transfer);
   return {
     start: () => next++,
@@ -64,12 +72,13 @@ export function createTensorHasher(): TensorHasher {
     },
     digest(id) {
       if (failed) return Promise.reject(failed);
-      return new Promise((resolve) => {
-        digests.set(id, resolve);
+      return new Promise((resolve, reject) => {
+        digests.set(id, { resolve, reject });
         send({ op: "digest", id });
       });
     },
     async close() {
+      failed ??= new Error("hasher closed");
       await worker.terminate();
     },
   };
