@@ -1,7 +1,4 @@
-import { stat } from "node:fs/promises";
-import { join, resolve } from "node:path";
 import { MegahubError } from "../errors.js";
-import { openMegatron } from "../formats/megatron/read.js";
 import { safetensorsHeader } from "../formats/safetensors/write.js";
 import { assertWritableTarget } from "../io/atomic.js";
 import { countParams, type OpenbaDims, type ParamCounts } from "../models/openba-dims.js";
@@ -9,8 +6,8 @@ import type { ExecuteResult } from "../plan/execute.js";
 import type { LineageStep } from "../plan/manifest.js";
 import { summarizePlan, type Plan, type PlanSummary } from "../plan/plan.js";
 import { runPlan } from "../plan/run.js";
-import { megatronGlobalModel, type GlobalModel } from "./global-model.js";
-import { openHfModel } from "./hf-global.js";
+import type { GlobalModel } from "./global-model.js";
+import { openModel, type ModelSource } from "./open-model.js";
 import { planMegatronFiles } from "./megatron-write.js";
 import { planHfFiles, type DtypeOption } from "./megatron-to-hf.js";
 import { planTokenizerFiles } from "./openba-tokenizer.js";
@@ -67,14 +64,6 @@ export interface PruneResult {
   execution?: ExecuteResult;
 }
 
-interface Source {
-  model: GlobalModel;
-  info: PruneResult["source"];
-  /** HF sources: config.json (for Megatron args) and a tokenizer to carry over. */
-  config?: Record<string, unknown>;
-  spiece?: string;
-  close(): Promise<void>;
-}
 
 /**
  * Prunes a checkpoint to a target configuration in one pass: the source is read as a global model, masks are chosen
@@ -89,7 +78,7 @@ export async function pruneCheckpoint(job: PruneJob): Promise<PruneResult> {
   if (strategy !== "random" && strategy !== "magnitude") throw new MegahubError("USAGE", `--strategy must be random or magnitude, got ${String(strategy)}`);
   if (to === "hf" && job.tp !== undefined) throw new MegahubError("USAGE", "--tp applies to --to megatron only");
   if (!job.dryRun) await assertWritableTarget(job.out);
-  const src = await openSource(job.input, job.iteration);
+  const src = await openModel(job.input, job.iteration);
   try {
     const resolved = resolvePrune(src.model.dims, job.masks ? targetOfManifest(job.masks, src.model.dims, job) : job);
     const tp = to === "megatron" ? (job.tp ?? src.info.tp ?? 1) : undefined;
@@ -184,7 +173,7 @@ function checkTp(d: OpenbaDims, tp: number): void {
 
 async function planOutput(
   pruned: GlobalModel,
-  src: Source,
+  src: ModelSource,
   to: "hf" | "megatron",
   tp: number | undefined,
   job: PruneJob,
@@ -217,43 +206,10 @@ async function planOutput(
   return { plan: written.plan, dims: { ...pruned.dims, vocab: written.paddedVocab } };
 }
 
-async function openSource(input: string, iteration: number | undefined): Promise<Source> {
-  const isHf = await stat(join(input, "config.json")).then(
-    (s) => s.isFile(),
-    () => false,
-  );
-  if (isHf) {
-    if (iteration !== undefined) throw new MegahubError("USAGE", "--iteration applies to Megatron checkpoints, not HF directories", { file: input });
-    const hf = await openHfModel(input);
-    const spiece = join(input, "spiece.model");
-    const hasSpiece = await stat(spiece).then(
-      (s) => s.isFile(),
-      () => false,
-    );
-    return {
-      model: hf.model,
-      info: { path: resolve(input), format: "hf" },
-      config: hf.config,
-      ...(hasSpiece ? { spiece } : {}),
-      close: () => hf.close(),
-    };
-  }
-  const ckpt = await openMegatron(input, iteration === undefined ? {} : { iteration });
-  try {
-    return {
-      model: megatronGlobalModel(ckpt),
-      info: { path: resolve(input), format: "megatron", iteration: ckpt.iteration, tp: ckpt.layout.tp },
-      close: () => ckpt.close(),
-    };
-  } catch (e) {
-    await ckpt.close();
-    throw e;
-  }
-}
 
 /** Dims of a source from headers alone (for `--plan` on a checkpoint). */
 export async function sourceDims(input: string, iteration?: number): Promise<{ dims: OpenbaDims; format: "megatron" | "hf" }> {
-  const src = await openSource(input, iteration);
+  const src = await openModel(input, iteration);
   try {
     return { dims: src.model.dims, format: src.info.format };
   } finally {

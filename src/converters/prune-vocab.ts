@@ -1,7 +1,7 @@
 import { stat } from "node:fs/promises";
-import { dirname, join, resolve } from "node:path";
+import { dirname, resolve } from "node:path";
 import { MegahubError } from "../errors.js";
-import { argNumber, openMegatron } from "../formats/megatron/read.js";
+import { argNumber } from "../formats/megatron/read.js";
 import { safetensorsHeader } from "../formats/safetensors/write.js";
 import { assertWritableTarget, writeFileAtomic } from "../io/atomic.js";
 import { OPENBA_CHAT_TEMPLATE, OPENBA_SPECIAL } from "../models/openba.js";
@@ -10,8 +10,8 @@ import type { ExecuteResult } from "../plan/execute.js";
 import { summarizePlan, type Plan, type PlannedFile, type PlanSummary } from "../plan/plan.js";
 import { runPlan } from "../plan/run.js";
 import { resolveChatTemplate } from "../verify/chat-template.js";
-import { megatronGlobalModel, type GlobalModel } from "./global-model.js";
-import { openHfModel } from "./hf-global.js";
+import type { GlobalModel } from "./global-model.js";
+import { openModel, type ModelSource } from "./open-model.js";
 import { DEFAULT_DIVISIBLE_BY, planMegatronFiles } from "./megatron-write.js";
 import { planHfFiles } from "./megatron-to-hf.js";
 import { idMapJson, ID_MAP_FILE, planVocabRemap, remapModel, vocabParams, type VocabRemap } from "./prune-vocab-remap.js";
@@ -75,13 +75,6 @@ export interface PruneVocabResult {
   execution?: ExecuteResult;
 }
 
-interface Source {
-  model: GlobalModel;
-  info: PruneVocabResult["source"];
-  config?: Record<string, unknown>;
-  spiece?: string;
-  close(): Promise<void>;
-}
 
 /**
  * Prunes the vocabulary: counts (or reads counts), keeps the most used pieces plus everything that must stay, writes
@@ -94,7 +87,7 @@ export async function pruneVocab(job: PruneVocabJob): Promise<PruneVocabResult> 
   if ((job.freq === undefined) === ((job.corpus?.length ?? 0) === 0)) throw new MegahubError("USAGE", "give exactly one of --freq <freq.tsv> or --corpus <files…>");
   if (!job.dryRun) await assertWritableTarget(job.out);
   if (job.report !== undefined) await checkReportDir(job.report);
-  const src = await openSource(job.input, job.iteration);
+  const src = await openModel(job.input, job.iteration);
   try {
     const to = job.to ?? src.info.format;
     if (to !== "hf" && to !== "megatron") throw new MegahubError("USAGE", `--to must be hf or megatron, got ${String(to)}`);
@@ -254,7 +247,7 @@ async function countsOf(
 
 async function planOutput(
   pruned: GlobalModel,
-  src: Source,
+  src: ModelSource,
   to: "hf" | "megatron",
   tp: number,
   divisibleBy: number,
@@ -290,30 +283,3 @@ async function planOutput(
   };
 }
 
-async function openSource(input: string, iteration: number | undefined): Promise<Source> {
-  const isHf = await stat(join(input, "config.json")).then(
-    (s) => s.isFile(),
-    () => false,
-  );
-  if (isHf) {
-    if (iteration !== undefined) throw new MegahubError("USAGE", "--iteration applies to Megatron checkpoints, not HF directories", { file: input });
-    const hf = await openHfModel(input);
-    const spiece = join(input, "spiece.model");
-    const has = await stat(spiece).then(
-      (s) => s.isFile(),
-      () => false,
-    );
-    return { model: hf.model, info: { path: resolve(input), format: "hf" }, config: hf.config, ...(has ? { spiece } : {}), close: () => hf.close() };
-  }
-  const ckpt = await openMegatron(input, iteration === undefined ? {} : { iteration });
-  try {
-    return {
-      model: megatronGlobalModel(ckpt),
-      info: { path: resolve(input), format: "megatron", iteration: ckpt.iteration, tp: ckpt.layout.tp },
-      close: () => ckpt.close(),
-    };
-  } catch (e) {
-    await ckpt.close();
-    throw e;
-  }
-}

@@ -62,7 +62,6 @@ export async function tarTree(path: string): Promise<Tree> {
     const parts = name.split("/");
     for (let i = 1; i < parts.length; i++) dirs.add(parts.slice(0, i).join("/"));
   }
-  const join2 = (a: string, b: string) => (a === "" ? b : `${a}/${b}`);
   return {
     name: path,
     async list(dir) {
