@@ -9,9 +9,27 @@ export interface Measurement {
 }
 
 const GNU_TIME = "/usr/bin/time";
+/** Runs per case; the median is reported (one run on a shared VM swings by 2× with disk writeback). */
+export const REPEAT = Number(process.env.MEGAHUB_BENCH_REPEAT ?? 3);
 
-/** Runs a command once under GNU time and returns wall time and peak RSS; throws when the command fails. */
-export function measure(name: string, cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Measurement {
+/**
+ * Runs a command REPEAT times under GNU time, each after a `sync` (so no case pays for the previous one's dirty
+ * pages), and returns the median wall time and the largest peak RSS; throws when the command fails. `prepare`
+ * runs before each run, untimed (to clear the previous run's output).
+ */
+export function measure(name: string, cmd: string, args: string[], prepare: () => void = () => undefined): Measurement {
+  const runs: Measurement[] = [];
+  for (let i = 0; i < REPEAT; i++) {
+    prepare();
+    spawnSync("sync");
+    runs.push(measureOnce(name, cmd, args));
+  }
+  runs.sort((a, b) => a.seconds - b.seconds);
+  const median = runs[Math.floor(runs.length / 2)] as Measurement;
+  return { ...median, peakRss: Math.max(...runs.map((r) => r.peakRss)) };
+}
+
+function measureOnce(name: string, cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Measurement {
   const timed = existsSync(GNU_TIME);
   const t0 = performance.now();
   const r = timed

@@ -29,19 +29,20 @@ function checkpoint(enc: number, dec: number): string {
   return dir;
 }
 
+/** An output path under the cache, removed before each timed run (megahub refuses to overwrite an output). */
 function scratch(name: string): string {
-  const p = join(CACHE, "out", name);
-  rmSync(p, { recursive: true, force: true });
   mkdirSync(join(CACHE, "out"), { recursive: true });
-  return p;
+  return join(CACHE, "out", name);
 }
+
+const clear = (...paths: string[]) => () => paths.forEach((p) => rmSync(p, { recursive: true, force: true }));
 
 function benchConvert(enc: number, dec: number): Measurement[] {
   const ckpt = checkpoint(enc, dec);
-  const rows = [measure("cp -r", "cp", ["-r", ckpt, scratch("cp")])];
-  rows.push(measure("megahub convert", process.execPath, [CLI, "convert", ckpt, "--out", scratch("hf"), "--quiet"]));
+  const rows = [measure("cp -r", "cp", ["-r", ckpt, scratch("cp")], clear(scratch("cp")))];
+  rows.push(measure("megahub convert", process.execPath, [CLI, "convert", ckpt, "--out", scratch("hf"), "--quiet"], clear(scratch("hf"))));
   if (hasTorch()) {
-    rows.push(measure("torch (load, cat, save)", "/usr/bin/python3", [join(ROOT, "scripts", "bench_torch_convert.py"), join(ckpt, "iter_0000001"), scratch("torch")]));
+    rows.push(measure("torch (load, cat, save)", "/usr/bin/python3", [join(ROOT, "scripts", "bench_torch_convert.py"), join(ckpt, "iter_0000001"), scratch("torch")], clear(scratch("torch"))));
   }
   printTable(`convert: Megatron TP 2 → HF safetensors, ${enc}/${dec} layers (${ckpt})`, rows, "cp -r", "torch (load, cat, save)");
   return rows;
@@ -49,8 +50,8 @@ function benchConvert(enc: number, dec: number): Measurement[] {
 
 function benchReshard(enc: number, dec: number): Measurement[] {
   const ckpt = checkpoint(enc, dec);
-  const rows = [measure("cp -r", "cp", ["-r", ckpt, scratch("cp")])];
-  rows.push(measure("megahub reshard", process.execPath, [CLI, "reshard", ckpt, "--out", scratch("tp4"), "--tp", "4", "--true-vocab-size", "250204", "--quiet"]));
+  const rows = [measure("cp -r", "cp", ["-r", ckpt, scratch("cp")], clear(scratch("cp")))];
+  rows.push(measure("megahub reshard", process.execPath, [CLI, "reshard", ckpt, "--out", scratch("tp4"), "--tp", "4", "--true-vocab-size", "250204", "--quiet"], clear(scratch("tp4"))));
   if (hasTorch()) {
     rows.push(
       measure("torch (load, cat, chunk, save)", "/usr/bin/python3", [
@@ -58,7 +59,7 @@ function benchReshard(enc: number, dec: number): Measurement[] {
         join(ckpt, "iter_0000001"),
         join(scratch("torch-tp4"), "iter_0000001"),
         "4",
-      ]),
+      ], clear(scratch("torch-tp4"))),
     );
   }
   printTable(`reshard: Megatron TP 2 → 4, ${enc}/${dec} layers`, rows, "cp -r", "torch (load, cat, chunk, save)");
@@ -67,11 +68,11 @@ function benchReshard(enc: number, dec: number): Measurement[] {
 
 function benchPrune(enc: number, dec: number): Measurement[] {
   const ckpt = checkpoint(enc, dec);
-  const rows = [measure("cp -r", "cp", ["-r", ckpt, scratch("cp")])];
+  const rows = [measure("cp -r", "cp", ["-r", ckpt, scratch("cp")], clear(scratch("cp")))];
   rows.push(
     measure("megahub prune (width to half)", process.execPath, [
       CLI, "prune", ckpt, "--out", scratch("pruned"), "--hidden", "1280", "--heads", "10", "--ffn", "3456", "--quiet",
-    ]),
+    ], clear(scratch("pruned"))),
   );
   printTable(`prune: Megatron TP 2 → HF, hidden 2560→1280, 20→10 heads, FFN 6912→3456, ${enc}/${dec} layers`, rows, "cp -r");
   return rows;
@@ -127,9 +128,15 @@ function benchCount(): void {
     rows.push(measure("spm_encode (ids to /dev/null)", "sh", ["-c", `/usr/bin/spm_encode --model=${model} --output_format=id --input=${corpus} > /dev/null`]));
   }
   for (const threads of ["1", "2"]) {
-    rows.push(measure(`megahub vocab count (${threads} thread${threads === "1" ? "" : "s"})`, process.execPath, [
-      CLI, "vocab", "count", corpus, "--tokenizer", model, "--out", join(scratch(`freq${threads}`) + ".tsv"), "--threads", threads, "--quiet",
-    ]));
+    const freq = `${scratch(`freq${threads}`)}.tsv`;
+    rows.push(
+      measure(
+        `megahub vocab count (${threads} thread${threads === "1" ? "" : "s"})`,
+        process.execPath,
+        [CLI, "vocab", "count", corpus, "--tokenizer", model, "--out", freq, "--threads", threads, "--quiet"],
+        clear(freq),
+      ),
+    );
   }
   printTable(`vocab count: ${(statSync(corpus).size / 1e6).toFixed(0)} MB of real English + Chinese text`, rows, rows[0]?.name ?? "");
 }
