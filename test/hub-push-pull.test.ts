@@ -195,7 +195,7 @@ describe("pushFolder / pullRepo", () => {
     const r = await pushFolder({ dir, repo: "local/card", hubUrl: hub.url, accessToken: hub.token, cardOptions: { tags: ["demo"] } });
     expect(r.card).toBe("generated");
     const card = await (await hubjs.downloadFile({ repo: "local/card", hubUrl: hub.url, path: "README.md" }))?.text();
-    expect(card).toMatch(/^---\nlicense: "apache-2.0"/);
+    expect(card).toMatch(/^---\nlicense: "agpl-3.0"/);
     expect(card).toContain('- "demo"');
     expect(card).toContain("no `megahub.json`");
     const again = await pushFolder({ dir, repo: "local/card", hubUrl: hub.url, accessToken: hub.token, cardOptions: { tags: ["demo"] } });

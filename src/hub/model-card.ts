@@ -13,9 +13,9 @@ export interface ModelCardOptions {
   repo: string;
   /** The manifest of the folder (megahub.json); undefined makes the card say provenance is unknown. */
   manifest?: Manifest | undefined;
-  /** A Hub license id (the Hub rejects ids outside its list). @default "apache-2.0" */
+  /** A Hub license id (the Hub rejects ids outside its list). @default "agpl-3.0" */
   license?: string | undefined;
-  /** The Hub id of the model these weights derive from. @default "OpenBA/OpenBA-LM" */
+  /** The Hub id of the model these weights derive from. @default "OpenNLG/OpenBA-V2-Based" */
   baseModel?: string | undefined;
   /** Extra tags, after megahub's defaults. */
   tags?: readonly string[] | undefined;
@@ -25,10 +25,10 @@ export interface ModelCardOptions {
   template?: string | undefined;
 }
 
-/** `base_model` when none is given: the OpenBA checkpoint megahub converts. */
-export const DEFAULT_BASE_MODEL = "OpenBA/OpenBA-LM";
-/** OpenBA is released under Apache-2.0; the id is from the Hub's license list. */
-export const DEFAULT_LICENSE = "apache-2.0";
+/** `base_model` when none is given: the OpenBA release whose modeling code converted models load with. */
+export const DEFAULT_BASE_MODEL = "OpenNLG/OpenBA-V2-Based";
+/** OpenBA's weights are released under GNU AGPL 3.0 (its code under Apache-2.0); the id is from the Hub's list. */
+export const DEFAULT_LICENSE = "agpl-3.0";
 
 /**
  * Renders README.md for a pushed model: YAML metadata the Hub indexes (license, language, library_name,

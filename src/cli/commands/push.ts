@@ -31,8 +31,8 @@ export const pushCommand: Command = {
     "--hub-url        Hub to push to; else HF_ENDPOINT, else https://huggingface.co",
     "--dry-run        compare with the Hub and print the plan; upload and create nothing",
     "--card MODE      auto (render README.md from megahub.json unless the folder has one), always, never",
-    "--license ID     license in the card's metadata (default apache-2.0)",
-    "--base-model ID  base_model in the card's metadata (default OpenBA/OpenBA-LM)",
+    "--license ID     license in the card's metadata (default agpl-3.0, OpenBA's model licence)",
+    "--base-model ID  base_model in the card's metadata (default OpenNLG/OpenBA-V2-Based)",
     "--tag TAG        extra card tag (repeatable)",
   ],
   async run(positionals, values, out) {
