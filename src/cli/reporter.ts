@@ -86,9 +86,11 @@ export function renderBar(label: string, done: number, total: number, seconds: n
   const frac = total > 0 ? Math.min(1, done / total) : 1;
   const width = 28;
   const filled = Math.round(frac * width);
-  const rate = seconds > 0 ? done / seconds : 0;
-  const eta = rate > 0 && frac < 1 ? `ETA ${formatDuration((total - done) / rate)}` : frac >= 1 ? `in ${formatDuration(seconds)}` : "";
-  return `${label} [${"#".repeat(filled)}${"-".repeat(width - filled)}] ${(frac * 100).toFixed(0).padStart(3)}% ${formatBytes(done)}/${formatBytes(total)} ${formatBytes(rate)}/s ${eta}`;
+  // Under a tenth of a second there is no meaningful rate: show none rather than "0 B/s".
+  const rate = seconds > 0.1 ? done / seconds : 0;
+  const speed = rate > 0 ? ` ${formatBytes(rate)}/s` : "";
+  const eta = rate > 0 && frac < 1 ? ` ETA ${formatDuration((total - done) / rate)}` : frac >= 1 ? ` in ${formatDuration(seconds)}` : "";
+  return `${label} [${"#".repeat(filled)}${"-".repeat(width - filled)}] ${(frac * 100).toFixed(0).padStart(3)}% ${formatBytes(done)}/${formatBytes(total)}${speed}${eta}`;
 }
 
 export function formatBytes(n: number): string {
