@@ -1,7 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { MegahubError } from "../errors.js";
-import { readSafetensors, type SafetensorsFile } from "../formats/safetensors/read.js";
 import { FileSource } from "../io/byte-source.js";
 import { OPENBA, OPENBA_GLOBAL_PARAMS, OPENBA_LAYER_PARAMS } from "../models/openba.js";
 import type { Stack } from "../models/spec.js";
@@ -9,7 +8,7 @@ import { blocks } from "../plan/execute.js";
 import { readTensor, select, type Recipe } from "../plan/recipe.js";
 import { castBytes } from "../tensors/cast.js";
 import { megatronKey, type GlobalModel } from "./global-model.js";
-import { detectHfDims, hfShardFiles } from "./inspect.js";
+import { readModelDir } from "../verify/model-dir.js";
 
 export interface HfModel {
   model: GlobalModel;
@@ -22,25 +21,17 @@ export interface HfModel {
  * no copy), and the head is tied back to the embedding — after checking it really equals the embedding.
  */
 export async function openHfModel(dir: string): Promise<HfModel> {
-  const sources: FileSource[] = [];
+  const hf = await readModelDir(dir);
+  const sources = new Map<string, FileSource>();
+  const close = () => Promise.all([...sources.values()].map((s) => s.close())).then(() => undefined);
   try {
-    const config = JSON.parse(await readFile(join(dir, "config.json"), "utf8")) as Record<string, unknown>;
-    const byName = new Map<string, Recipe>();
-    for (const f of await hfShardFiles(dir)) {
-      const src = await FileSource.open(join(dir, f));
-      sources.push(src);
-      const st: SafetensorsFile = await readSafetensors(src);
-      for (const e of st.entries) {
-        if (byName.has(e.name)) throw new MegahubError("FORMAT", "tensor appears in two shards", { file: join(dir, f), tensor: e.name });
-        byName.set(e.name, readTensor(src, st.dataStart + e.begin, e.dtype, e.shape, `${f}:${e.name}`));
-      }
-    }
-    const dims = detectHfDims(new Map([...byName].map(([k, r]) => [k, r.shape])), config);
+    for (const f of hf.files) sources.set(f, await FileSource.open(join(dir, f)));
+    const { projection: _projection, ...dims } = hf.dims;
     const tensors = new Map<string, Recipe>();
     const take = (name: string): Recipe => {
-      const r = byName.get(name);
-      if (!r) throw new MegahubError("MODEL", "missing", { file: dir, tensor: name });
-      return r;
+      const t = hf.tensors.get(name);
+      if (!t) throw new MegahubError("MODEL", "missing", { file: dir, tensor: name });
+      return readTensor(sources.get(t.file) as FileSource, t.offset, t.dtype, t.shape, `${t.file}:${name}`);
     };
     for (const p of OPENBA_GLOBAL_PARAMS) tensors.set(p.megatron, take(p.hf[0] as string));
     for (const stack of ["encoder", "decoder"] as const) {
@@ -56,15 +47,9 @@ export async function openHfModel(dir: string): Promise<HfModel> {
     }
     await checkTiedHead(take("lm_head.weight"), take("shared_embedding.weight"), dir);
     const trueVocab = await trueVocabOf(dir);
-    return {
-      model: { dims, tensors, ...(trueVocab ? { trueVocab } : {}) },
-      config,
-      close: async () => {
-        await Promise.all(sources.map((s) => s.close()));
-      },
-    };
+    return { model: { dims, tensors, ...(trueVocab ? { trueVocab } : {}) }, config: { ...hf.config }, close };
   } catch (e) {
-    await Promise.all(sources.map((s) => s.close()));
+    await close();
     throw e;
   }
 }

@@ -1,16 +1,14 @@
-import { readFile, stat } from "node:fs/promises";
+import { readdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { MegahubError } from "../errors.js";
 import { argsToJson, openMegatron, type MegatronShard } from "../formats/megatron/read.js";
 import { readSafetensors } from "../formats/safetensors/read.js";
-import { INDEX_FILE } from "../formats/safetensors/write.js";
 import { loadTorch } from "../formats/torch/load.js";
 import { walkTensors } from "../formats/torch/values.js";
 import { FileSource } from "../io/byte-source.js";
-import { countParams, detectDims, layerIndices, type OpenbaDims, type ParamCounts } from "../models/openba-dims.js";
-import { OPENBA_GLOBAL_PARAMS, OPENBA_LAYER_PARAMS } from "../models/openba.js";
-import type { Stack } from "../models/spec.js";
+import { countParams, type OpenbaDims, type ParamCounts } from "../models/openba-dims.js";
 import { byteSize } from "../tensors/dtypes.js";
+import { readModelDir } from "../verify/model-dir.js";
 import { planMegatronToHf } from "./megatron-to-hf.js";
 
 export interface TensorRow {
@@ -149,49 +147,20 @@ async function inspectSafetensorsFile(path: string): Promise<InspectReport> {
   return { path, format: "safetensors", dtypes: [...new Set(tensors.map((t) => t.dtype))], tensors, notes: [] };
 }
 
-/** HF shard files of a model directory: from the index when present, else model.safetensors. */
-export async function hfShardFiles(dir: string): Promise<string[]> {
-  if (await hasFile(join(dir, INDEX_FILE))) {
-    const index = JSON.parse(await readFile(join(dir, INDEX_FILE), "utf8")) as { weight_map?: Record<string, string> };
-    return [...new Set(Object.values(index.weight_map ?? {}))].sort();
-  }
-  return ["model.safetensors"];
-}
-
 async function inspectHf(dir: string): Promise<InspectReport> {
-  const tensors: TensorRow[] = [];
-  for (const f of await hfShardFiles(dir)) tensors.push(...(await safetensorsRows(join(dir, f), f)));
-  const byName = new Map(tensors.map((t) => [t.name, t.shape]));
-  const config = JSON.parse(await readFile(join(dir, "config.json"), "utf8")) as Record<string, unknown>;
-  const report: InspectReport = { path: dir, format: "hf-safetensors", dtypes: [...new Set(tensors.map((t) => t.dtype))], tensors, notes: [] };
+  const report: InspectReport = { path: dir, format: "hf-safetensors", dtypes: [], tensors: [], notes: [] };
   try {
-    report.dims = detectHfDims(byName, config);
+    const hf = await readModelDir(dir);
+    report.tensors = [...hf.tensors.values()].map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, bytes: t.length, file: t.file }));
+    const { projection: _projection, ...dims } = hf.dims;
+    report.dims = dims;
     report.architecture = "openba";
-    report.parameters = countParams(report.dims, false);
+    report.parameters = countParams(dims, false);
   } catch (e) {
     report.notes.push(`not recognised as OpenBA: ${(e as Error).message}`);
+    const shards = await readdir(dir).then((names) => names.filter((n) => n.endsWith(".safetensors")).sort());
+    for (const f of shards) report.tensors.push(...(await safetensorsRows(join(dir, f), f)));
   }
+  report.dtypes = [...new Set(report.tensors.map((t) => t.dtype))];
   return report;
-}
-
-/** Dims of an HF OpenBA model from its tensor shapes, read through the Megatron names of the same spec. */
-export function detectHfDims(shapes: ReadonlyMap<string, readonly number[]>, config: Record<string, unknown>): OpenbaDims {
-  const hfName = new Map<string, string>([
-    ...OPENBA_LAYER_PARAMS.filter((p) => p.hf !== null).map((p) => [p.megatron, p.hf as string] as const),
-    ...OPENBA_GLOBAL_PARAMS.map((p) => [p.megatron, p.hf[0] as string] as const),
-  ]);
-  const shape = (stack: Stack | null, layer: number, p: string): readonly number[] | undefined => {
-    const name = hfName.get(p);
-    if (!name) return undefined;
-    const s = shapes.get(stack === null ? name : `${stack}.block.${layer}.${name}`);
-    // HF fuses w1 and w3: each is half of fc_in.
-    return s && (p === "mlp.w1.weight" || p === "mlp.w3.weight") ? [(s[0] as number) / 2, ...s.slice(1)] : s;
-  };
-  const names = [...shapes.keys()];
-  const layers = {
-    encoder: layerIndices(names, /^encoder\.block\.(\d+)\./).length,
-    decoder: layerIndices(names, /^decoder\.block\.(\d+)\./).length,
-  };
-  const kv = typeof config.kv_channels === "number" ? config.kv_channels : undefined;
-  return detectDims(shape, layers, kv, "config.json");
 }

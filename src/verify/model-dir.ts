@@ -3,7 +3,9 @@ import { basename, join } from "node:path";
 import { MegahubError } from "../errors.js";
 import { readSafetensors } from "../formats/safetensors/read.js";
 import { FileSource } from "../io/byte-source.js";
+import { INDEX_FILE } from "../formats/safetensors/write.js";
 import { OPENBA } from "../models/openba.js";
+import type { OpenbaDims } from "../models/openba-dims.js";
 import type { Dtype } from "../tensors/dtypes.js";
 
 /** One tensor of an HF model dir, located by file and absolute byte range (what ONNX external data needs). */
@@ -19,17 +21,9 @@ export interface TensorRef {
 }
 
 /** OpenBA dims, read from tensor shapes and cross-checked with config.json. */
-export interface OpenBADims {
-  vocab: number;
-  hidden: number;
-  heads: number;
-  kvChannels: number;
+export interface OpenBADims extends OpenbaDims {
   /** P = heads · kv_channels; may differ from hidden (15B: 5120 vs 4096). */
   projection: number;
-  /** Real SwiGLU width F (fc_in has 2F rows). */
-  ffn: number;
-  encoderLayers: number;
-  decoderLayers: number;
 }
 
 export interface OpenBAModelDir {
@@ -47,7 +41,6 @@ export interface OpenBAModelDir {
   readonly files: readonly string[];
 }
 
-const INDEX_FILE = "model.safetensors.index.json";
 const SINGLE_FILE = "model.safetensors";
 
 /**
