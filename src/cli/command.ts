@@ -1,4 +1,5 @@
 import type { ParseArgsConfig } from "node:util";
+import { MegahubError } from "../errors.js";
 import type { Reporter } from "./reporter.js";
 
 export type OptionSpec = NonNullable<ParseArgsConfig["options"]>;
@@ -32,6 +33,17 @@ export function intOpt(values: ParsedValues, name: string): number | undefined {
 export function listOpt(values: ParsedValues, name: string): string[] {
   const v = values[name];
   return Array.isArray(v) ? v.filter((x): x is string => typeof x === "string") : typeof v === "string" ? [v] : [];
+}
+
+/** "5GB", "500MB", "2GiB", "1000000" → bytes (decimal units as huggingface_hub uses; *iB binary). */
+export function parseSize(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?$/i.exec(text.trim());
+  if (!m) throw new RangeError(`--max-shard-size: cannot read "${text}" (try 5GB or 500MB)`);
+  const base = m[3] ? 1024 : 1000;
+  const power = " KMGT".indexOf((m[2] ?? "").toUpperCase() || " ");
+  const n = Math.floor(Number(m[1]) * base ** power);
+  if (n <= 0) throw new MegahubError("USAGE", "--max-shard-size must be positive");
+  return n;
 }
 
 /** Options every command accepts. */

@@ -1,4 +1,5 @@
 import { MegahubError } from "../errors.js";
+import { iterationDirName, rankDirName } from "../formats/megatron/discover.js";
 import { argNumber } from "../formats/megatron/read.js";
 import { newTensor, torchFileForPlan, type PlannedTorchTensor } from "../formats/torch/save.js";
 import { PyCall, PyDict, PyFloat, PyGlobal, PyTuple, type PyValue } from "../formats/torch/values.js";
@@ -58,7 +59,7 @@ export function planMegatronFiles(model: GlobalModel, options: MegatronWriteOpti
     if (r) tensors.set(key, vocab.resize(r));
   }
   if (![...tensors.keys()].some((k) => k.endsWith("rotary_embed.inv_freq"))) addInvFreq(tensors, d);
-  const dir = options.iteration === "release" ? "release" : `iter_${String(options.iteration).padStart(7, "0")}`;
+  const dir = iterationDirName(options.iteration);
   const args = rewriteArgs(options.args ?? model.args, d, tp, vocab.padded, divisibleBy, options.argsOverrides);
   const files: PlannedFile[] = [];
   for (let r = 0; r < tp; r++) {
@@ -66,7 +67,7 @@ export function planMegatronFiles(model: GlobalModel, options: MegatronWriteOpti
     const tensorFor = (key: string): PyValue => {
       const recipe = shardOf(tensors.get(key) as Recipe, TP_KIND.get(paramOf(key)) ?? "replicated", r, tp);
       const tensor = newTensor(recipe.dtype, recipe.shape, String(planned.length));
-      planned.push({ name: `mp_rank_${pad(r, 2)}:${key}`, tensor, recipe });
+      planned.push({ name: `${rankDirName(r)}:${key}`, tensor, recipe });
       return tensor;
     };
     const model_ = modelTree(tensors, d, tensorFor);
@@ -77,7 +78,7 @@ export function planMegatronFiles(model: GlobalModel, options: MegatronWriteOpti
       ["model", model_],
       ...[...(options.keep ?? new Map<string, PyValue>())].map(([k, v]) => [k, v] as [PyValue, PyValue]),
     ]);
-    const path = `${dir}/mp_rank_${pad(r, 2)}/model_optim_rng.pt`;
+    const path = `${dir}/${rankDirName(r)}/model_optim_rng.pt`;
     files.push(torchFileForPlan(path, root, planned, { renumber: true }));
   }
   files.push({ kind: "text", path: "latest_checkpointed_iteration.txt", content: String(options.iteration) });
@@ -85,7 +86,6 @@ export function planMegatronFiles(model: GlobalModel, options: MegatronWriteOpti
   return { plan: { files, notes }, paddedVocab: vocab.padded, vocabChange: vocab.note };
 }
 
-const pad = (n: number, w: number) => String(n).padStart(w, "0");
 const range = (a: number, b: number) => Array.from({ length: b - a }, (_, i) => a + i);
 
 function shardOf(r: Recipe, tp: TpKind, rank: number, size: number): Recipe {

@@ -1,7 +1,7 @@
 import { convertMegatronToHf } from "../../converters/convert.js";
 import { DTYPE_OPTIONS, type DtypeOption } from "../../converters/megatron-to-hf.js";
 import { MegahubError } from "../../errors.js";
-import { intOpt, stringOpt, type Command, type ParsedValues } from "../command.js";
+import { intOpt, parseSize, stringOpt, type Command, type ParsedValues } from "../command.js";
 import { formatBytes, shapeText, table } from "../format.js";
 import type { Reporter } from "../reporter.js";
 import { isDevice } from "../../verify/ort-session.js";
@@ -70,17 +70,6 @@ async function convertJob(positionals: string[], values: ParsedValues) {
     ...(tokenizer ? { tokenizer } : {}),
     ...(chatTemplate ? { chatTemplate } : {}),
   };
-}
-
-/** "5GB", "500MB", "2GiB", "1000000" → bytes (decimal units as huggingface_hub uses; *iB binary). */
-export function parseSize(text: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?$/i.exec(text.trim());
-  if (!m) throw new RangeError(`--max-shard-size: cannot read "${text}" (try 5GB or 500MB)`);
-  const base = m[3] ? 1024 : 1000;
-  const power = " KMGT".indexOf((m[2] ?? "").toUpperCase() || " ");
-  const n = Math.floor(Number(m[1]) * base ** power);
-  if (n <= 0) throw new MegahubError("USAGE", "--max-shard-size must be positive");
-  return n;
 }
 
 function report(res: Awaited<ReturnType<typeof convertMegatronToHf>>, dryRun: boolean, out: Reporter, verified: VerifyResult | undefined): void {

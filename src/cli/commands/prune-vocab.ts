@@ -4,10 +4,9 @@ import { ID_MAP_FILE, prunedRows, vocabParams } from "../../converters/prune-voc
 import { DEFAULT_DIVISIBLE_BY } from "../../converters/megatron-write.js";
 import { MegahubError } from "../../errors.js";
 import { OPENBA_SPECIAL } from "../../models/openba.js";
-import { intOpt, listOpt, stringOpt, type Command, type ParsedValues } from "../command.js";
+import { intOpt, listOpt, stringOpt, type Command, type ParsedValues, parseSize } from "../command.js";
 import { formatBytes, formatParams, table } from "../format.js";
 import type { Reporter } from "../reporter.js";
-import { parseSize } from "./convert.js";
 
 const USAGE =
   "megahub prune-vocab <hf-dir|megatron-path> --out <dir> (--freq <freq.tsv> | --corpus <files…>) (--keep N | --coverage F) [--keep-tokens <file>] [--tp N] [--to hf|megatron] [--tokenizer <spiece.model>] [--field text] [--threads N] [--chat-template <file>] [--report <file.html>] [--dry-run] [--json]\n" +

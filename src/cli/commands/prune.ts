@@ -5,10 +5,9 @@ import { pruneCheckpoint, sourceDims, type PruneJob, type PruneResult } from "..
 import type { PruneTarget } from "../../converters/prune-masks.js";
 import type { MasksManifest } from "../../converters/prune-structure.js";
 import { MegahubError } from "../../errors.js";
-import { intOpt, stringOpt, type Command, type ParsedValues } from "../command.js";
+import { intOpt, stringOpt, type Command, type ParsedValues, parseSize } from "../command.js";
 import { formatBytes, formatParams, table } from "../format.js";
 import type { Reporter } from "../reporter.js";
-import { parseSize } from "./convert.js";
 
 export const pruneCommand: Command = {
   name: "prune",

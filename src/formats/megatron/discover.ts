@@ -81,7 +81,7 @@ async function fromRoot(root: Tree, options: { iteration?: number }): Promise<Me
   let chosen: string;
   let chosenBy: MegatronLayout["chosenBy"];
   if (options.iteration !== undefined) {
-    chosen = `iter_${String(options.iteration).padStart(7, "0")}`;
+    chosen = iterationDirName(options.iteration);
     chosenBy = "option";
     if (!iterDirs.includes(chosen)) {
       throw layoutError(`no ${chosen} directory; available: ${iterDirs.join(", ") || "none"}`, root.name);
@@ -91,7 +91,7 @@ async function fromRoot(root: Tree, options: { iteration?: number }): Promise<Me
     if (text === "release") {
       chosen = "release";
     } else if (/^\d+$/.test(text)) {
-      chosen = `iter_${text.padStart(7, "0")}`;
+      chosen = iterationDirName(Number(text));
     } else {
       throw layoutError(`expected an integer or "release", found "${text.slice(0, 40)}"`, root.display(TRACKER_FILE));
     }
@@ -143,7 +143,7 @@ async function withRanks(tree: Tree, iteration: number | "release", chosenBy: Me
   for (let p = 0; p < pp; p++) {
     for (let t = 0; t < tp; t++) {
       if (!found.some((r) => r.tp === t && r.pp === p)) {
-        missing.push(pp > 1 || found[0]?.path.match(/^mp_rank_\d{2}_/) ? `mp_rank_${pad(t, 2)}_${pad(p, 3)}` : `mp_rank_${pad(t, 2)}`);
+        missing.push(rankDirName(t, pp > 1 || found[0]?.path.match(/^mp_rank_\d{2}_/) ? p : undefined));
       }
     }
   }
@@ -162,3 +162,13 @@ async function withRanks(tree: Tree, iteration: number | "release", chosenBy: Me
 }
 
 const pad = (n: number, w: number) => String(n).padStart(w, "0");
+
+/** Megatron's rank directory name: mp_rank_TT, or mp_rank_TT_PPP with pipeline parallelism. */
+export function rankDirName(tp: number, pp?: number): string {
+  return pp === undefined ? `mp_rank_${pad(tp, 2)}` : `mp_rank_${pad(tp, 2)}_${pad(pp, 3)}`;
+}
+
+/** The directory of an iteration: iter_NNNNNNN, or "release". */
+export function iterationDirName(iteration: number | "release"): string {
+  return iteration === "release" ? "release" : `iter_${pad(iteration, 7)}`;
+}
