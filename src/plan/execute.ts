@@ -110,14 +110,20 @@ async function writeFileOf(
       return;
     }
     case "safetensors": {
-      const handle = await open(path, "wx");
+      const handle = await open(path, "wx+");
       try {
         const header = safetensorsHeader(file);
         await handle.write(header, 0, header.byteLength, 0);
         advance(header.byteLength);
         let pos = header.byteLength;
+        // A recipe written twice (the untied head is the embedding) is copied from the bytes already in this file
+        // rather than computed again: a pruned or cast embedding costs seconds to gather, a page-cache read does not.
+        const written = new Map<Recipe, number>();
         for (const t of file.tensors) {
-          for await (const block of emit(t.name)(t.recipe)) {
+          const earlier = written.get(t.recipe);
+          written.set(t.recipe, pos);
+          const source = earlier === undefined ? emit(t.name)(t.recipe) : copyWithin(handle, earlier, recipeBytes(t.recipe), advance);
+          for await (const block of source) {
             await writeAll(handle, block, pos);
             pos += block.byteLength;
           }
@@ -129,6 +135,24 @@ async function writeFileOf(
     }
   }
 }
+
+async function* copyWithin(
+  handle: Awaited<ReturnType<typeof open>>,
+  from: number,
+  bytes: number,
+  advance: (n: number) => void,
+): AsyncGenerator<Uint8Array> {
+  for (let off = 0; off < bytes; off += COPY_BLOCK) {
+    const n = Math.min(COPY_BLOCK, bytes - off);
+    const block = Buffer.allocUnsafe(n);
+    const { bytesRead } = await handle.read(block, 0, n, from + off);
+    if (bytesRead !== n) throw new MegahubError("OUTPUT", `short read of ${bytesRead} of ${n} bytes while copying a repeated tensor`);
+    yield block;
+    advance(n);
+  }
+}
+
+const COPY_BLOCK = 16 << 20;
 
 async function writeAll(handle: Awaited<ReturnType<typeof open>>, block: Uint8Array, pos: number): Promise<void> {
   let off = 0;
