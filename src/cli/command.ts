@@ -46,6 +46,33 @@ export function parseSize(text: string): number {
   return n;
 }
 
+/** The options of commands that write Megatron checkpoints (reshard, to-megatron). */
+export const MEGATRON_OUT_OPTIONS = {
+  out: { type: "string", short: "o" },
+  tp: { type: "string" },
+  iteration: { type: "string" },
+  "make-vocab-size-divisible-by": { type: "string" },
+  "true-vocab-size": { type: "string" },
+  "dry-run": { type: "boolean" },
+} satisfies OptionSpec;
+
+/** Reads MEGATRON_OUT_OPTIONS: the required --out and --tp, and the optional numbers under their job names. */
+export function megatronOutJob(
+  values: ParsedValues,
+  usage: string,
+): { out: string; tp: number; dryRun: boolean; iteration?: number; divisibleBy?: number; trueVocab?: number } {
+  const out = stringOpt(values, "out");
+  const tp = intOpt(values, "tp");
+  if (!out || tp === undefined) throw new RangeError(`${usage} needs --out <dir> and --tp N`);
+  const optional = { iteration: "iteration", divisibleBy: "make-vocab-size-divisible-by", trueVocab: "true-vocab-size" };
+  const job: ReturnType<typeof megatronOutJob> = { out, tp, dryRun: values["dry-run"] === true };
+  for (const [key, flag] of Object.entries(optional) as [keyof typeof optional, string][]) {
+    const v = intOpt(values, flag);
+    if (v !== undefined) job[key] = v;
+  }
+  return job;
+}
+
 /** Options every command accepts. */
 export const COMMON_OPTIONS = {
   json: { type: "boolean" },
