@@ -50,6 +50,8 @@ export function parseSize(text: string): number {
 export const MEGATRON_OUT_OPTIONS = {
   out: { type: "string", short: "o" },
   tp: { type: "string" },
+  pp: { type: "string" },
+  vpp: { type: "string" },
   iteration: { type: "string" },
   "make-vocab-size-divisible-by": { type: "string" },
   "true-vocab-size": { type: "string" },
@@ -60,11 +62,11 @@ export const MEGATRON_OUT_OPTIONS = {
 export function megatronOutJob(
   values: ParsedValues,
   usage: string,
-): { out: string; tp: number; dryRun: boolean; iteration?: number; divisibleBy?: number; trueVocab?: number } {
+): { out: string; tp: number; dryRun: boolean; pp?: number; vpp?: number; iteration?: number; divisibleBy?: number; trueVocab?: number } {
   const out = stringOpt(values, "out");
   const tp = intOpt(values, "tp");
   if (!out || tp === undefined) throw new RangeError(`${usage} needs --out <dir> and --tp N`);
-  const optional = { iteration: "iteration", divisibleBy: "make-vocab-size-divisible-by", trueVocab: "true-vocab-size" };
+  const optional = { pp: "pp", vpp: "vpp", iteration: "iteration", divisibleBy: "make-vocab-size-divisible-by", trueVocab: "true-vocab-size" };
   const job: ReturnType<typeof megatronOutJob> = { out, tp, dryRun: values["dry-run"] === true };
   for (const [key, flag] of Object.entries(optional) as [keyof typeof optional, string][]) {
     const v = intOpt(values, flag);

@@ -19,3 +19,8 @@ export function shapeText(shape: readonly number[]): string {
 }
 
 export { formatBytes };
+
+/** "TP 2, PP 2, VPP 2" (PP and VPP only when > 1). */
+export function layoutText(p: { tp: number; pp?: number; vpp?: number; ep?: number }): string {
+  return [`TP ${p.tp}`, ...((p.pp ?? 1) > 1 ? [`PP ${p.pp}`] : []), ...((p.vpp ?? 1) > 1 ? [`VPP ${p.vpp}`] : []), ...((p.ep ?? 1) > 1 ? [`EP ${p.ep}`] : [])].join(", ");
+}

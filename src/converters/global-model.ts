@@ -39,6 +39,14 @@ export function paramOf(key: string): string {
 
 /** Merges the TP shards of a checkpoint into global recipes (from headers only) and reads the dims off the shapes. */
 export function megatronGlobalModel(ckpt: MegatronCheckpoint): GlobalModel {
+  const { tp, pp, ep, vpp } = ckpt.parallel;
+  if (pp > 1 || vpp > 1 || ep > 1) {
+    throw new MegahubError(
+      "UNSUPPORTED",
+      `pipeline-parallel checkpoint (PP ${pp}, TP ${tp}${vpp > 1 ? `, VPP ${vpp}` : ""}${ep > 1 ? `, EP ${ep}` : ""}): encoder-decoder PP > 1 is not supported yet (OpenBA never used it); re-save with PP 1`,
+      { file: ckpt.layout.tree.name },
+    );
+  }
   const shards = ckpt.shards;
   const first = shards[0] as MegatronShard;
   checkKnownKeys(first);

@@ -97,13 +97,13 @@ function shardOf(r: Recipe, tp: TpKind, rank: number, size: number): Recipe {
   return select(r, dim, range(rank * step, (rank + 1) * step));
 }
 
-interface VocabPlan {
+export interface VocabPlan {
   padded: number;
   note: string;
   resize(r: Recipe): Recipe;
 }
 
-function vocabPlan(rows: number, divisibleBy: number, tp: number, trueVocab: number | undefined): VocabPlan {
+export function vocabPlan(rows: number, divisibleBy: number, tp: number, trueVocab: number | undefined): VocabPlan {
   const multiple = divisibleBy * tp;
   if (trueVocab === undefined) {
     if (rows % multiple === 0) {

@@ -20,6 +20,7 @@ export interface LineageStep {
     iteration?: number | string;
     tp?: number;
     pp?: number;
+    vpp?: number;
     dtype?: string;
   };
   /** The options the step ran with (plain JSON). */

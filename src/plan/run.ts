@@ -11,6 +11,8 @@ export interface RunOptions {
   /** Where an earlier megahub manifest may be found (the source), so lineage accumulates across steps. */
   sourceDir?: string;
   model: Record<string, number | string>;
+  /** The architecture the manifest records (the model card and verify read it). */
+  architecture?: string;
   parameters?: Record<string, number>;
 }
 
@@ -26,7 +28,7 @@ export async function runPlan(plan: Plan, out: string, options: RunOptions): Pro
     const notes = [...(options.step.notes ?? []), ...(execution.overflows > 0 ? [`${execution.overflows} values overflowed to ±inf when casting`] : [])];
     const manifest: Manifest = {
       megahub: VERSION,
-      architecture: "openba",
+      architecture: options.architecture ?? "openba",
       model: options.model,
       ...(options.parameters ? { parameters: options.parameters } : {}),
       lineage: [...(previous?.lineage ?? []), { ...options.step, at: new Date().toISOString(), notes }],

@@ -1,8 +1,9 @@
-import { convertMegatronToHf } from "../../converters/convert.js";
 import { DTYPE_OPTIONS, type DtypeOption } from "../../converters/megatron-to-hf.js";
+import { HF_ARCHS, isHfArch } from "../../models/gpt/hf-config.js";
+import { convertAny, type AnyConvertResult } from "../../ops/dispatch.js";
 import { MegahubError } from "../../errors.js";
 import { intOpt, parseSize, stringOpt, type Command, type ParsedValues } from "../command.js";
-import { formatBytes, shapeText, table } from "../format.js";
+import { formatBytes, layoutText, shapeText, table } from "../format.js";
 import type { Reporter } from "../reporter.js";
 import { isDevice } from "../../verify/ort-session.js";
 import { verifyModel, type VerifyResult } from "../../verify/verify-model.js";
@@ -10,9 +11,9 @@ import { printVerifyResult } from "./verify.js";
 
 export const convertCommand: Command = {
   name: "convert",
-  summary: "convert a Megatron OpenBA checkpoint to Hugging Face layout (safetensors + config + tokenizer)",
+  summary: "convert a Megatron checkpoint (OpenBA, or Megatron-Core GPT: Llama/Mistral/Qwen2/Qwen3) to Hugging Face layout",
   usage:
-    "megahub convert <megatron-path> --out <dir> [--iteration N] [--dtype keep|fp16|bf16|fp32] [--max-shard-size 5GB] [--tokenizer spiece.model] [--chat-template file] [--dry-run] [--json]",
+    "megahub convert <megatron-path> --out <dir> [--iteration N] [--dtype keep|fp16|bf16|fp32] [--max-shard-size 5GB] [--tokenizer spiece.model|hf-tokenizer-dir] [--chat-template file] [--hf-arch llama|mistral|qwen2|qwen3] [--true-vocab-size V] [--dry-run] [--json]",
   options: {
     out: { type: "string", short: "o" },
     iteration: { type: "string" },
@@ -20,12 +21,17 @@ export const convertCommand: Command = {
     "max-shard-size": { type: "string" },
     tokenizer: { type: "string" },
     "chat-template": { type: "string" },
+    "hf-arch": { type: "string" },
+    "true-vocab-size": { type: "string" },
     "dry-run": { type: "boolean" },
     verify: { type: "string" },
     device: { type: "string" },
     report: { type: "string" },
   },
   details: [
+    "--tokenizer            OpenBA: its spiece.model; GPT: an HF tokenizer directory (copied, size checked against the embedding)",
+    "--hf-arch <class>      GPT: force llama|mistral|qwen2|qwen3 (default: chosen from q/k norms, biases, sliding window)",
+    "--true-vocab-size V    GPT: rows kept in HF output (default args.vocab_size, else the tokenizer's size); padding is dropped",
     "--verify <ref.safetensors>  after writing, run the model in ONNX Runtime against reference logits (see `megahub verify`)",
     "--device auto|cuda|cpu      execution provider for --verify (default auto: CUDA when present, else CPU)",
     "--report <file.html>        with --verify, write the HTML report",
@@ -35,7 +41,7 @@ export const convertCommand: Command = {
     const reference = stringOpt(values, "verify");
     const device = stringOpt(values, "device") ?? "auto";
     if (!isDevice(device)) throw new RangeError(`--device must be auto, cuda or cpu, got "${device}"`);
-    const res = await convertMegatronToHf({ ...job, onProgress: (d, t) => out.progress("convert", d, t) });
+    const res = await convertAny({ ...job, onProgress: (d, t) => out.progress("convert", d, t) });
     if (!reference || job.dryRun) {
       report(res, job.dryRun, out, undefined);
       return 0;
@@ -60,6 +66,9 @@ async function convertJob(positionals: string[], values: ParsedValues) {
   const tokenizer = stringOpt(values, "tokenizer");
   const chatFile = stringOpt(values, "chat-template");
   const chatTemplate = chatFile ? await (await import("node:fs/promises")).readFile(chatFile, "utf8") : undefined;
+  const hfArch = stringOpt(values, "hf-arch");
+  if (hfArch !== undefined && !isHfArch(hfArch)) throw new RangeError(`--hf-arch must be one of ${Object.keys(HF_ARCHS).join(", ")}`);
+  const trueVocab = intOpt(values, "true-vocab-size");
   return {
     input,
     out: outDir,
@@ -69,20 +78,31 @@ async function convertJob(positionals: string[], values: ParsedValues) {
     ...(iteration === undefined ? {} : { iteration }),
     ...(tokenizer ? { tokenizer } : {}),
     ...(chatTemplate ? { chatTemplate } : {}),
+    ...(hfArch ? { hfArch } : {}),
+    ...(trueVocab === undefined ? {} : { trueVocab }),
   };
 }
 
-function report(res: Awaited<ReturnType<typeof convertMegatronToHf>>, dryRun: boolean, out: Reporter, verified: VerifyResult | undefined): void {
-  const { summary, converted, source } = res;
+function report(res: AnyConvertResult, dryRun: boolean, out: Reporter, verified: VerifyResult | undefined): void {
+  const { summary, source } = res;
   const verification = verified && { passed: verified.passed, provider: verified.provider, maxAbsDiff: verified.metrics.maxAbs, top1: verified.metrics.top1Agreement, failures: verified.failures };
-  out.result({ ok: verified?.passed ?? true, dryRun, out: res.out, source, dims: converted.dims, parameters: converted.params, dtypes: converted.dtypes, plan: summary, ...(res.execution ? { written: res.execution.files, overflows: res.execution.overflows } : {}), ...(verification ? { verification } : {}) });
-  const d = converted.dims;
-  out.info(`${dryRun ? "plan" : "converted"}: ${source.path} (iteration ${source.iteration}, TP ${source.tp}) → ${res.out}`);
-  out.info(`  model: hidden ${d.hidden}, ${d.heads} heads × ${d.kvChannels}, FFN ${d.ffn}, ${d.encoderLayers}/${d.decoderLayers} layers, vocab rows ${d.vocab}, ${converted.dtypes.join("/")}`);
+  const model =
+    res.architecture === "gpt"
+      ? { architecture: "gpt", hfArchitecture: HF_ARCHS[res.hf.hfArch].architecture, dims: res.dims, features: res.features, spec: res.flavour, vocab: res.hf.vocab, parameters: res.parameters, dtypes: res.hf.dtypes }
+      : { architecture: "openba", dims: res.converted.dims, parameters: res.converted.params, dtypes: res.converted.dtypes };
+  out.result({ ok: verified?.passed ?? true, dryRun, out: res.out, source, ...model, plan: summary, ...(res.execution ? { written: res.execution.files, overflows: res.execution.overflows } : {}), ...(verification ? { verification } : {}) });
+  out.info(`${dryRun ? "plan" : "converted"}: ${source.path} (iteration ${source.iteration}, ${layoutText(source)}) → ${res.out}`);
+  if (res.architecture === "gpt") {
+    const d = res.dims;
+    out.info(`  model: ${HF_ARCHS[res.hf.hfArch].architecture}, hidden ${d.hidden}, ${d.heads} heads / ${d.kvHeads} groups × ${d.headDim}, FFN ${d.ffn}, ${d.layers} layers, vocab ${res.hf.vocab} (of ${d.vocab} rows), ${res.hf.dtypes.join("/")}`);
+  } else {
+    const d = res.converted.dims;
+    out.info(`  model: hidden ${d.hidden}, ${d.heads} heads × ${d.kvChannels}, FFN ${d.ffn}, ${d.encoderLayers}/${d.decoderLayers} layers, vocab rows ${d.vocab}, ${res.converted.dtypes.join("/")}`);
+  }
   out.info(table(["  file", "bytes", "tensors"], summary.files.map((f) => [`  ${f.path}`, formatBytes(f.bytes), f.tensors || ""])));
   out.info(`  read ${formatBytes(summary.bytesToRead)}, write ${formatBytes(summary.bytesToWrite)}; largest tensor ${summary.largestTensor?.name} (${formatBytes(summary.largestTensor?.bytes ?? 0)})`);
   if (dryRun) {
-    out.info(`  peak memory ≈ ${formatBytes(Math.min(summary.largestTensor?.bytes ?? 0, 64 << 20) * 3 + 64e6)} (streamed in 64 MiB row blocks)`);
+    out.info(`  peak memory ≈ ${formatBytes(Math.min(summary.largestTensor?.bytes ?? 0, 16 << 20) * 3 + 64e6)} (streamed in 16 MiB row blocks)`);
     for (const t of summary.tensors.slice(0, 12)) out.info(`  ${t.name} ${t.dtype} ${shapeText(t.shape)} ← ${t.recipe}`);
     if (summary.tensors.length > 12) out.info(`  … ${summary.tensors.length - 12} more tensors (--json lists all)`);
     out.info("  dry run: nothing written");

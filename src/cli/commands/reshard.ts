@@ -1,14 +1,15 @@
-import { reshardMegatron } from "../../converters/reshard.js";
+import { reshardAny } from "../../ops/dispatch.js";
 import { MEGATRON_OUT_OPTIONS, megatronOutJob, stringOpt, type Command } from "../command.js";
-import { formatBytes, table } from "../format.js";
+import { formatBytes, layoutText, table } from "../format.js";
 
 export const reshardCommand: Command = {
   name: "reshard",
-  summary: "re-split a Megatron checkpoint to another tensor-parallel size (writes Megatron checkpoints)",
+  summary: "re-split a Megatron checkpoint to another TP (× PP × VPP for GPT models); writes Megatron checkpoints",
   usage:
-    "megahub reshard <megatron-path> --out <dir> --tp N [--iteration N] [--make-vocab-size-divisible-by K] [--true-vocab-size V] [--tokenizer spiece.model] [--dry-run] [--json]",
+    "megahub reshard <megatron-path> --out <dir> --tp N [--pp N] [--vpp N] [--iteration N] [--make-vocab-size-divisible-by K] [--true-vocab-size V] [--tokenizer spiece.model|hf-tokenizer-dir] [--dry-run] [--json]",
   options: { ...MEGATRON_OUT_OPTIONS, tokenizer: { type: "string" } },
   details: [
+    "--pp N / --vpp N    pipeline stages and virtual chunks per stage (Megatron-Core GPT; OpenBA is PP 1)",
     "Optimizer and RNG state are TP-specific and are dropped; resume with --finetune (or --no-load-optim --no-load-rng).",
     "The padded vocabulary follows Megatron's rule for the new TP; the true size comes from --true-vocab-size, else --tokenizer, else args.",
   ],
@@ -18,19 +19,23 @@ export const reshardCommand: Command = {
     const job = megatronOutJob(values, "reshard");
     const dir = job.out;
     const tokenizer = stringOpt(values, "tokenizer");
-    const res = await reshardMegatron({ input, ...job, onProgress: (d, t) => out.progress("reshard", d, t), ...(tokenizer ? { tokenizer } : {}) });
+    const res = await reshardAny({ input, ...job, onProgress: (d, t) => out.progress("reshard", d, t), ...(tokenizer ? { tokenizer } : {}) });
     out.result({
       ok: true,
       dryRun: job.dryRun,
       out: dir,
       source: res.source,
-      tp: res.tp,
+      architecture: res.architecture,
+      tp: res.architecture === "gpt" ? res.parallel.tp : res.tp,
+      ...(res.architecture === "gpt" ? { parallel: res.parallel, dims: res.dims, parameters: res.parameters } : {}),
       paddedVocab: res.paddedVocab,
       vocab: res.vocabChange,
       droppedState: res.dropped,
       plan: res.summary,
     });
-    out.info(`${job.dryRun ? "plan" : "resharded"}: ${res.source.path} (TP ${res.source.tp}) → ${dir} (TP ${res.tp})`);
+    const to = res.architecture === "gpt" ? layoutText(res.parallel) : `TP ${res.tp}`;
+    const from = res.architecture === "gpt" ? layoutText(res.source) : `TP ${res.source.tp}`;
+    out.info(`${job.dryRun ? "plan" : "resharded"}: ${res.source.path} (${from}) → ${dir} (${to})`);
     out.info(table(["  file", "bytes"], res.summary.files.map((f) => [`  ${f.path}`, formatBytes(f.bytes)])));
     for (const n of res.summary.notes) out.info(`  note: ${n}`);
     if (res.dropped.length > 0) out.warn(`dropped TP-specific state: ${res.dropped.join(", ")}`);

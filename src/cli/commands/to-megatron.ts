@@ -1,20 +1,27 @@
-import { hfToMegatron } from "../../converters/to-megatron.js";
-import { MEGATRON_OUT_OPTIONS, megatronOutJob, type Command } from "../command.js";
-import { formatBytes, table } from "../format.js";
+import { toMegatronAny } from "../../ops/dispatch.js";
+import { MEGATRON_OUT_OPTIONS, megatronOutJob, stringOpt, type Command } from "../command.js";
+import { formatBytes, layoutText, table } from "../format.js";
 
 export const toMegatronCommand: Command = {
   name: "to-megatron",
-  summary: "convert an HF OpenBA model back to a Megatron checkpoint (to continue training)",
-  usage: "megahub to-megatron <hf-dir> --out <dir> --tp N [--iteration N] [--make-vocab-size-divisible-by K] [--true-vocab-size V] [--dry-run] [--json]",
-  options: MEGATRON_OUT_OPTIONS,
+  summary: "convert an HF model (OpenBA, Llama, Mistral, Qwen2, Qwen3) back to a Megatron checkpoint (to continue training)",
+  usage: "megahub to-megatron <hf-dir> --out <dir> --tp N [--pp N] [--vpp N] [--spec local|te] [--iteration N] [--make-vocab-size-divisible-by K] [--true-vocab-size V] [--dry-run] [--json]",
+  options: { ...MEGATRON_OUT_OPTIONS, spec: { type: "string" } },
+  details: [
+    "--pp N / --vpp N    pipeline stages and virtual chunks per stage (GPT models)",
+    "--spec local|te     write Megatron-Core's local-spec names (default) or Transformer Engine's fused-norm names",
+  ],
   async run(positionals, values, out) {
     const input = positionals[0];
     if (!input) throw new RangeError("to-megatron needs <hf-dir>");
     const job = megatronOutJob(values, "to-megatron");
     const dir = job.out;
-    const res = await hfToMegatron({ input, ...job, onProgress: (d, t) => out.progress("to-megatron", d, t) });
-    out.result({ ok: true, dryRun: job.dryRun, out: dir, tp: res.tp, paddedVocab: res.paddedVocab, vocab: res.vocabChange, args: res.args, plan: res.summary });
-    out.info(`${job.dryRun ? "plan" : "written"}: ${input} → ${dir} (Megatron, TP ${res.tp})`);
+    const spec = stringOpt(values, "spec");
+    if (spec !== undefined && spec !== "local" && spec !== "te") throw new RangeError(`--spec must be local or te, got "${spec}"`);
+    const res = await toMegatronAny({ input, ...job, ...(spec ? { spec } : {}), onProgress: (d, t) => out.progress("to-megatron", d, t) });
+    const layout = res.architecture === "gpt" ? res.parallel : { tp: res.tp, pp: 1, vpp: 1 };
+    out.result({ ok: true, dryRun: job.dryRun, out: dir, architecture: res.architecture, tp: layout.tp, parallel: layout, paddedVocab: res.paddedVocab, vocab: res.vocabChange, args: res.args, plan: res.summary });
+    out.info(`${job.dryRun ? "plan" : "written"}: ${input} → ${dir} (Megatron, ${layoutText(layout)})`);
     out.info(table(["  file", "bytes"], res.summary.files.map((f) => [`  ${f.path}`, formatBytes(f.bytes)])));
     for (const n of res.summary.notes) out.info(`  note: ${n}`);
     return 0;

@@ -4,15 +4,25 @@ import { MegahubError } from "../../errors.js";
 import { fsTree, subTree, tarTree, type Tree } from "../../io/tree.js";
 
 export const TRACKER_FILE = "latest_checkpointed_iteration.txt";
-const RANK_DIR = /^mp_rank_(\d{2})(?:_(\d{3}))?$/;
+const RANK_DIR = /^mp_rank_(\d{2})(?:_(\d{3}))?(?:_(\d{3}))?$/;
+/** Written beside model_optim_rng.pt by the distributed optimizer: flat fp32 buffers a converter never needs. */
+export const DISTRIB_OPTIM_FILE = "distrib_optim.pt";
 const ITER_DIR = /^iter_(\d{7,})$/;
 const RANK_FILES = ["model_optim_rng.pt", "model_rng.pt"];
 
 export interface RankFile {
   readonly tp: number;
+  /**
+   * The first number after the TP rank: the PP stage, or the EP rank when a PP 1 run used expert parallelism
+   * (`mp_rank_TT_EEE` looks exactly like `mp_rank_TT_PPP`; only args can tell, see openMegatron).
+   */
   readonly pp: number;
+  /** The EP rank of `mp_rank_TT_PPP_EEE`. */
+  readonly ep: number;
   /** Path inside `tree`. */
   readonly path: string;
+  /** The distributed optimizer's file beside it, when present. */
+  readonly distribOptim: boolean;
 }
 
 export interface MegatronLayout {
@@ -21,8 +31,12 @@ export interface MegatronLayout {
   readonly iteration: number | "release";
   readonly tp: number;
   readonly pp: number;
-  /** Rank files in TP order (PP is 1). */
+  /** Distinct values of the second and third rank-directory numbers (1 when absent). */
+  readonly ep: number;
+  /** Rank files ordered by (pp, ep, tp). */
   readonly ranks: readonly RankFile[];
+  /** How many numbers follow mp_rank_TT in the directory names (0, 1 or 2). */
+  readonly suffixes: number;
   /** Where the iteration was chosen from: the tracker file, --iteration, or the path itself. */
   readonly chosenBy: "tracker" | "option" | "path" | "only";
 }
@@ -128,44 +142,44 @@ async function withRanks(tree: Tree, iteration: number | "release", chosenBy: Me
     if (!file) {
       throw layoutError(`rank directory has no ${RANK_FILES.join(" or ")}`, tree.display(name));
     }
-    found.push({ tp: Number(m[1]), pp: m[2] === undefined ? 0 : Number(m[2]), path: file });
+    const distribOptim = await tree.isFile(`${name}/${DISTRIB_OPTIM_FILE}`);
+    found.push({ tp: Number(m[1]), pp: m[2] === undefined ? 0 : Number(m[2]), ep: m[3] === undefined ? 0 : Number(m[3]), path: file, distribOptim });
   }
   if (found.length === 0) {
     throw layoutError("no mp_rank_* directories", tree.name);
   }
-  const mixed = found.some((r) => r.path.match(/^mp_rank_\d{2}_/)) && found.some((r) => !r.path.match(/^mp_rank_\d{2}_/));
-  if (mixed) {
-    throw layoutError("mixes mp_rank_TT and mp_rank_TT_PPP directories", tree.name);
+  const suffixOf = (r: RankFile) => (/^mp_rank_\d{2}_\d{3}_\d{3}\//.test(r.path) ? 2 : /^mp_rank_\d{2}_\d{3}\//.test(r.path) ? 1 : 0);
+  const suffixes = suffixOf(found[0] as RankFile);
+  if (found.some((r) => suffixOf(r) !== suffixes)) {
+    throw layoutError("mixes mp_rank_TT, mp_rank_TT_PPP and mp_rank_TT_PPP_EEE directories", tree.name);
   }
   const tp = Math.max(...found.map((r) => r.tp)) + 1;
   const pp = Math.max(...found.map((r) => r.pp)) + 1;
+  const ep = Math.max(...found.map((r) => r.ep)) + 1;
   const missing: string[] = [];
   for (let p = 0; p < pp; p++) {
-    for (let t = 0; t < tp; t++) {
-      if (!found.some((r) => r.tp === t && r.pp === p)) {
-        missing.push(rankDirName(t, pp > 1 || found[0]?.path.match(/^mp_rank_\d{2}_/) ? p : undefined));
+    for (let e = 0; e < ep; e++) {
+      for (let t = 0; t < tp; t++) {
+        if (!found.some((r) => r.tp === t && r.pp === p && r.ep === e)) {
+          missing.push(rankDirName(t, suffixes >= 1 ? p : undefined, suffixes === 2 ? e : undefined));
+        }
       }
     }
   }
   if (missing.length > 0) {
-    throw layoutError(`incomplete checkpoint (TP ${tp}, PP ${pp}): missing ${missing.join(", ")}`, tree.name);
+    throw layoutError(`incomplete checkpoint (TP ${tp}, ${suffixes === 0 ? "PP 1" : `${pp} stages`}${suffixes === 2 ? `, EP ${ep}` : ""}): missing ${missing.join(", ")}`, tree.name);
   }
-  if (pp > 1) {
-    throw new MegahubError(
-      "UNSUPPORTED",
-      `pipeline-parallel checkpoint (PP ${pp}, TP ${tp}): encoder-decoder PP > 1 is not supported yet (OpenBA never used it); re-save with PP 1`,
-      { file: tree.name },
-    );
-  }
-  found.sort((a, b) => a.tp - b.tp);
-  return { tree, iteration, tp, pp, ranks: found, chosenBy };
+  found.sort((a, b) => a.pp - b.pp || a.ep - b.ep || a.tp - b.tp);
+  return { tree, iteration, tp, pp, ep, ranks: found, suffixes, chosenBy };
 }
-
 const pad = (n: number, w: number) => String(n).padStart(w, "0");
 
-/** Megatron's rank directory name: mp_rank_TT, or mp_rank_TT_PPP with pipeline parallelism. */
-export function rankDirName(tp: number, pp?: number): string {
-  return pp === undefined ? `mp_rank_${pad(tp, 2)}` : `mp_rank_${pad(tp, 2)}_${pad(pp, 3)}`;
+/**
+ * Megatron's rank directory name (get_checkpoint_name): mp_rank_TT, then _PPP with pipeline parallelism, then _EEE
+ * with expert parallelism.
+ */
+export function rankDirName(tp: number, pp?: number, ep?: number): string {
+  return `mp_rank_${pad(tp, 2)}${pp === undefined ? "" : `_${pad(pp, 3)}`}${ep === undefined ? "" : `_${pad(ep, 3)}`}`;
 }
 
 /** The directory of an iteration: iter_NNNNNNN, or "release". */

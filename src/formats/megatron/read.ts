@@ -5,8 +5,13 @@ import { loadTorch, type TorchFile } from "../torch/load.js";
 import { PyCall, PyDict, PyFloat, walkTensors, type PyValue, TorchTensor } from "../torch/values.js";
 import { discoverMegatron, type MegatronLayout } from "./discover.js";
 
+/** One model chunk of one rank file: `model`, or `model<v>` with virtual pipeline parallelism. */
 export interface MegatronShard {
   readonly tp: number;
+  readonly pp: number;
+  readonly ep: number;
+  /** The virtual pipeline chunk (`model<v>`); undefined for a plain `model`. */
+  readonly chunk: number | undefined;
   /** Display path of the rank file. */
   readonly file: string;
   readonly torch: TorchFile;
@@ -16,7 +21,12 @@ export interface MegatronShard {
 
 export interface MegatronCheckpoint {
   readonly layout: MegatronLayout;
+  /** Ordered by (pp, chunk, ep, tp). */
   readonly shards: readonly MegatronShard[];
+  /** The parallel layout it was saved with (PP vs EP resolved from args when the directory names are ambiguous). */
+  readonly parallel: { readonly tp: number; readonly pp: number; readonly ep: number; readonly vpp: number };
+  /** Whether distributed-optimizer files (distrib_optim.pt) sit beside the rank files. */
+  readonly distribOptim: boolean;
   /** The argparse.Namespace of rank 0 (fields may be stale in pruned lineages: dims come from shapes). */
   readonly args: PyCall | undefined;
   readonly iteration: number | "release";
@@ -34,19 +44,20 @@ export async function openMegatron(path: string, options: { iteration?: number }
   const layout = await discoverMegatron(path, options);
   try {
     const shards: MegatronShard[] = [];
+    let epFromPp: boolean | undefined;
     for (const rank of layout.ranks) {
       const file = layout.tree.display(rank.path);
       const torch = await loadTorch(await layout.tree.open(rank.path));
       if (!(torch.root instanceof PyDict)) {
         throw new MegahubError("MODEL", "top level is not a dict: not a Megatron checkpoint", { file });
       }
-      const model = torch.root.get("model");
-      if (!(model instanceof PyDict)) {
-        const keys = torch.root.entries.map(([k]) => String(k)).join(", ");
-        throw new MegahubError("MODEL", `no "model" dict at the top level (found: ${keys})`, { file });
-      }
-      shards.push({ tp: rank.tp, file, torch, tensors: new Map(walkTensors(model)) });
+      epFromPp ??= layout.suffixes === 1 && suffixIsEp(torch.root.get("args"));
+      const pp = epFromPp ? 0 : rank.pp;
+      const ep = epFromPp ? rank.pp : rank.ep;
+      const chunks = modelChunks(torch.root, file);
+      for (const [chunk, model] of chunks) shards.push({ tp: rank.tp, pp, ep, chunk, file, torch, tensors: new Map(walkTensors(model)) });
     }
+    shards.sort((a, b) => a.pp - b.pp || (a.chunk ?? 0) - (b.chunk ?? 0) || a.ep - b.ep || a.tp - b.tp);
     const first = shards[0] as MegatronShard;
     const root = first.torch.root as PyDict;
     const argsValue = root.get("args");
@@ -54,6 +65,8 @@ export async function openMegatron(path: string, options: { iteration?: number }
     const version = root.get("checkpoint_version");
     const iterValue = root.get("iteration");
     checkArgsTp(args, layout, first.file);
+    const count = (f: (s: MegatronShard) => number) => new Set(shards.map(f)).size;
+    const parallel = { tp: layout.tp, pp: count((s) => s.pp), ep: count((s) => s.ep), vpp: count((s) => s.chunk ?? 0) };
     const unknown = new Set<string>();
     const dangerous = new Set<string>();
     for (const s of shards) {
@@ -63,6 +76,8 @@ export async function openMegatron(path: string, options: { iteration?: number }
     return {
       layout,
       shards,
+      parallel,
+      distribOptim: layout.ranks.some((r) => r.distribOptim),
       args,
       iteration: typeof iterValue === "number" ? iterValue : layout.iteration,
       checkpointVersion: version instanceof PyFloat ? version.value : typeof version === "number" ? version : undefined,
@@ -81,6 +96,34 @@ export async function openMegatron(path: string, options: { iteration?: number }
     await layout.tree.close();
     throw e;
   }
+}
+
+/** PP 1 with EP > 1 writes mp_rank_TT_EEE, which reads like mp_rank_TT_PPP: args decide (megatron-core-format §1.1). */
+function suffixIsEp(args: PyValue | undefined): boolean {
+  if (!(args instanceof PyCall)) return false;
+  const pp = argNumber(args, "pipeline_model_parallel_size") ?? 1;
+  const ep = argNumber(args, "expert_model_parallel_size") ?? 1;
+  return pp === 1 && ep > 1;
+}
+
+/** `model`, or `model0` … `modelN` (one per virtual pipeline chunk), in chunk order. */
+function modelChunks(root: PyDict, file: string): [number | undefined, PyDict][] {
+  const model = root.get("model");
+  if (model instanceof PyDict) return [[undefined, model]];
+  const chunks: [number, PyDict][] = [];
+  for (const [k, v] of root.entries) {
+    const m = typeof k === "string" ? /^model(\d+)$/.exec(k) : null;
+    if (m && v instanceof PyDict) chunks.push([Number(m[1]), v]);
+  }
+  if (chunks.length === 0) {
+    const keys = root.entries.map(([k]) => String(k)).join(", ");
+    throw new MegahubError("MODEL", `no "model" dict at the top level (found: ${keys})`, { file });
+  }
+  chunks.sort((a, b) => a[0] - b[0]);
+  chunks.forEach(([v], i) => {
+    if (v !== i) throw new MegahubError("MODEL", `virtual pipeline chunks are not model0..model${chunks.length - 1}: found model${v}`, { file });
+  });
+  return chunks;
 }
 
 /** A recipe for one torch tensor: one byte range when contiguous, a strided gather otherwise. */

@@ -1,0 +1,89 @@
+import { stat } from "node:fs/promises";
+import { join } from "node:path";
+import { openHfDir } from "../checkpoints/hf-safetensors.js";
+import { convertMegatronToHf, type ConvertJob, type ConvertResult } from "../converters/convert.js";
+import { DTYPE_OPTIONS } from "../converters/megatron-to-hf.js";
+import { reshardMegatron, type ReshardJob, type ReshardResult } from "../converters/reshard.js";
+import { hfToMegatron, type ToMegatronJob, type ToMegatronResult } from "../converters/to-megatron.js";
+import { MegahubError } from "../errors.js";
+import { openMegatron, type MegatronCheckpoint } from "../formats/megatron/read.js";
+import type { HfArch } from "../models/gpt/hf-config.js";
+import { ARCHS, detectArch, type ArchId } from "../models/registry.js";
+import { convertMcoreToHf, hfGptToMegatron, reshardMcore, type McoreJobResult, type McoreMegatronResult } from "./mcore/jobs.js";
+
+/** The architecture of an opened Megatron checkpoint, from its tensor names (OpenBA when nothing else matches, for its own errors). */
+export function megatronArch(ckpt: MegatronCheckpoint): ArchId {
+  const names = ckpt.shards[0]?.tensors.keys() ?? [];
+  return [...names].some((n) => ARCHS.gpt.megatron.test(n)) ? "gpt" : "openba";
+}
+
+async function withCheckpoint<T>(input: string, iteration: number | undefined, f: (c: MegatronCheckpoint) => Promise<T>): Promise<T> {
+  const ckpt = await openMegatron(input, iteration === undefined ? {} : { iteration });
+  try {
+    return await f(ckpt);
+  } finally {
+    await ckpt.close();
+  }
+}
+
+export interface AnyConvertJob extends ConvertJob {
+  trueVocab?: number;
+  hfArch?: HfArch;
+}
+
+export type AnyConvertResult =
+  | ({ architecture: "openba" } & ConvertResult)
+  | (McoreJobResult & { hf: Awaited<ReturnType<typeof convertMcoreToHf>>["hf"]; out: string; source: { path: string; iteration: number | "release"; tp: number; pp: number; vpp: number; unknownGlobals: readonly string[] } });
+
+/** convert for every architecture: Megatron OpenBA → HF OpenBA, Megatron-Core GPT → HF Llama-family. */
+export async function convertAny(job: AnyConvertJob): Promise<AnyConvertResult> {
+  const gpt = await withCheckpoint(job.input, job.iteration, async (ckpt) => {
+    if (megatronArch(ckpt) !== "gpt") return undefined;
+    if (job.chatTemplate) throw new MegahubError("USAGE", "--chat-template applies to OpenBA; a GPT model's template comes with its --tokenizer directory");
+    const res = await convertMcoreToHf(ckpt, { ...job, dtype: DTYPE_OPTIONS[job.dtype ?? "keep"] });
+    const source = { path: job.input, iteration: ckpt.iteration, ...ckpt.parallel, unknownGlobals: ckpt.unknownGlobals };
+    return { ...res, out: job.out, source };
+  });
+  if (gpt) return gpt;
+  if (job.hfArch || job.trueVocab !== undefined) throw new MegahubError("USAGE", "--hf-arch and --true-vocab-size apply to Megatron-Core GPT checkpoints, not OpenBA");
+  return { architecture: "openba", ...(await convertMegatronToHf(job)) };
+}
+
+export interface AnyReshardJob extends ReshardJob {
+  pp?: number;
+  vpp?: number;
+}
+
+export type AnyReshardResult = ({ architecture: "openba" } & ReshardResult) | (McoreMegatronResult & { source: { path: string; iteration: number | "release"; tp: number; pp: number; vpp: number } });
+
+/** reshard for every architecture (OpenBA: TP only; GPT: TP × PP × VPP). */
+export async function reshardAny(job: AnyReshardJob): Promise<AnyReshardResult> {
+  const gpt = await withCheckpoint(job.input, job.iteration, async (ckpt) => {
+    if (megatronArch(ckpt) !== "gpt") return undefined;
+    const res = await reshardMcore(ckpt, { ...job, pp: job.pp ?? 1, vpp: job.vpp ?? 1 });
+    return { ...res, source: { path: job.input, iteration: ckpt.iteration, tp: ckpt.parallel.tp, pp: ckpt.parallel.pp, vpp: ckpt.parallel.vpp } };
+  });
+  if (gpt) return gpt;
+  if ((job.pp ?? 1) > 1 || (job.vpp ?? 1) > 1) throw new MegahubError("UNSUPPORTED", "OpenBA (encoder-decoder) is written with PP 1 only");
+  return { architecture: "openba", ...(await reshardMegatron(job)) };
+}
+
+export interface AnyToMegatronJob extends ToMegatronJob {
+  pp?: number;
+  vpp?: number;
+  spec?: "local" | "te";
+}
+
+export type AnyToMegatronResult = ({ architecture: "openba" } & ToMegatronResult) | (McoreMegatronResult & { args: Record<string, unknown> });
+
+/** to-megatron for every architecture, chosen from the HF directory's tensor names. */
+export async function toMegatronAny(job: AnyToMegatronJob): Promise<AnyToMegatronResult> {
+  const isDir = await stat(job.input).then((s) => s.isDirectory(), () => false);
+  if (!isDir) throw new MegahubError("LAYOUT", "expected an HF model directory", { file: job.input });
+  const hf = await openHfDir(job.input);
+  if (detectArch(hf.tensors.keys(), "hf", join(job.input)) === "gpt") {
+    return hfGptToMegatron({ ...job, pp: job.pp ?? 1, vpp: job.vpp ?? 1 });
+  }
+  if ((job.pp ?? 1) > 1 || (job.vpp ?? 1) > 1 || job.spec) throw new MegahubError("UNSUPPORTED", "OpenBA (encoder-decoder) is written with PP 1 and its own names only");
+  return { architecture: "openba", ...(await hfToMegatron(job)) };
+}

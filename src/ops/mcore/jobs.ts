@@ -1,0 +1,193 @@
+import { resolve } from "node:path";
+import { planMcoreMegatronFiles, torchDtypeGlobal } from "../../checkpoints/write-megatron-mcore.js";
+import type { MegatronCheckpoint } from "../../formats/megatron/read.js";
+import { safetensorsHeader } from "../../formats/safetensors/write.js";
+import { PyDict, type PyValue } from "../../formats/torch/values.js";
+import { countModelParams, type ModelDims } from "../../models/arch.js";
+import { gptMegatronArgs, hyperFromArgs, type HfArch } from "../../models/gpt/hf-config.js";
+import { GPT_PARAMS } from "../../models/gpt/spec.js";
+import { megatronMcoreModel, type McoreModel } from "../../models/mcore-global.js";
+import type { ExecuteResult } from "../../plan/execute.js";
+import { summarizePlan, type Plan, type PlanSummary } from "../../plan/plan.js";
+import { runPlan } from "../../plan/run.js";
+import type { Dtype } from "../../tensors/dtypes.js";
+import { planHfTokenizer } from "../../tokenizers/hf-tokenizer.js";
+import { planMcoreHfFiles, type McoreHfPlan } from "./hf-plan.js";
+import { openHfGpt } from "./open-hf.js";
+
+export interface McoreJobCommon {
+  readonly input: string;
+  readonly out: string;
+  readonly dryRun?: boolean | undefined;
+  readonly onProgress?: ((done: number, total: number) => void) | undefined;
+}
+
+export interface McoreParallel {
+  readonly tp: number;
+  readonly pp: number;
+  readonly vpp: number;
+}
+
+/** What a GPT job reports beside its plan summary. */
+export interface McoreJobResult {
+  readonly architecture: "gpt";
+  readonly summary: PlanSummary;
+  readonly dims: ModelDims;
+  readonly features: McoreModel["features"];
+  readonly flavour: McoreModel["flavour"];
+  readonly parameters: ReturnType<typeof countModelParams>;
+  readonly execution?: ExecuteResult;
+}
+
+const headerBytes = (plan: Plan) => summarizePlan(plan, (f) => safetensorsHeader(f).byteLength);
+
+async function run(plan: Plan, job: McoreJobCommon, step: string, source: { format: string } & Record<string, string | number>, settings: Record<string, unknown>, m: McoreModel, vocab: number) {
+  if (job.dryRun) return undefined;
+  const parameters = countModelParams(GPT_PARAMS, { ...m.dims, vocab }, m.features);
+  return runPlan(plan, job.out, {
+    ...(job.onProgress ? { onProgress: job.onProgress } : {}),
+    architecture: "gpt",
+    step: { step, source: { path: resolve(job.input), ...source }, settings, notes: [...plan.notes] },
+    sourceDir: job.input,
+    model: { ...m.dims, layers: m.dims.layers, flavour: m.flavour },
+    parameters: { ...parameters },
+  });
+}
+
+const parallelSource = (ckpt: MegatronCheckpoint) => ({
+  format: "megatron",
+  iteration: ckpt.iteration,
+  tp: ckpt.parallel.tp,
+  pp: ckpt.parallel.pp,
+  ...(ckpt.parallel.vpp > 1 ? { vpp: ckpt.parallel.vpp } : {}),
+});
+
+export interface McoreConvertJob extends McoreJobCommon {
+  readonly dtype?: Dtype | undefined;
+  readonly maxShardBytes?: number | undefined;
+  readonly tokenizer?: string | undefined;
+  readonly trueVocab?: number | undefined;
+  readonly hfArch?: HfArch | undefined;
+}
+
+/** Megatron-Core GPT (legacy, any TP × PP × VPP) → HF Llama / Mistral / Qwen2 / Qwen3. */
+export async function convertMcoreToHf(ckpt: MegatronCheckpoint, job: McoreConvertJob): Promise<McoreJobResult & { hf: Omit<McoreHfPlan, "plan"> }> {
+  const m = megatronMcoreModel(ckpt);
+  const { plan, ...hf } = await planMcoreHfFiles(m, job);
+  const summary = headerBytes(plan);
+  const settings = { dtype: job.dtype ?? "keep", hfArch: hf.hfArch, maxShardBytes: job.maxShardBytes ?? null, tokenizer: job.tokenizer ?? null, trueVocab: hf.vocab };
+  const execution = await run(plan, job, "convert", { ...parallelSource(ckpt), dtype: hf.dtypes.join(",") }, settings, m, hf.vocab);
+  return { architecture: "gpt", summary, dims: m.dims, features: m.features, flavour: m.flavour, parameters: hf.parameters, hf, ...(execution ? { execution } : {}) };
+}
+
+export interface McoreMegatronJob extends McoreJobCommon, McoreParallel {
+  readonly iteration?: number | undefined;
+  readonly divisibleBy?: number | undefined;
+  readonly trueVocab?: number | undefined;
+  readonly tokenizer?: string | undefined;
+}
+
+export interface McoreMegatronResult extends McoreJobResult {
+  readonly paddedVocab: number;
+  readonly vocabChange: string;
+  readonly dropped: string[];
+  readonly parallel: McoreParallel;
+}
+
+/** Top-level entries of model_optim_rng.pt bound to one parallel layout; megahub rewrites the others or carries them. */
+const LAYOUT_SPECIFIC = new Set(["optimizer", "rng_state"]);
+const REWRITTEN = /^(args|checkpoint_version|iteration|model\d*)$/;
+
+/** Megatron-Core GPT → Megatron-Core GPT at another TP × PP × VPP, bit for bit. */
+export async function reshardMcore(ckpt: MegatronCheckpoint, job: McoreMegatronJob): Promise<McoreMegatronResult> {
+  const m = megatronMcoreModel(ckpt);
+  const trueVocab = job.trueVocab ?? (job.tokenizer ? (await planHfTokenizer(job.tokenizer, m.dims.vocab)).facts.size : undefined) ?? m.trueVocab;
+  const keep = new Map<string, PyValue>();
+  const dropped: string[] = [];
+  const root = ckpt.shards[0]?.torch.root;
+  if (root instanceof PyDict) {
+    for (const [k, v] of root.entries) {
+      if (typeof k !== "string" || REWRITTEN.test(k)) continue;
+      if (LAYOUT_SPECIFIC.has(k)) dropped.push(k);
+      else keep.set(k, v);
+    }
+  }
+  if (ckpt.distribOptim) dropped.push("distrib_optim.pt (distributed optimizer state)");
+  const written = planMcoreMegatronFiles(m, GPT_PARAMS, {
+    ...job,
+    iteration: ckpt.iteration,
+    trueVocab,
+    argsSet: { num_layers: m.dims.layers, hidden_size: m.dims.hidden, ffn_hidden_size: m.dims.ffn, num_attention_heads: m.dims.heads, num_query_groups: m.dims.kvHeads, kv_channels: m.dims.headDim },
+    keep,
+  });
+  const plan = { ...written.plan, notes: dropped.length > 0 ? [...written.plan.notes, `dropped layout-specific state: ${dropped.join(", ")}`] : written.plan.notes };
+  const summary = headerBytes(plan);
+  const settings = { tp: job.tp, pp: job.pp, vpp: job.vpp, divisibleBy: job.divisibleBy ?? null, trueVocab: trueVocab ?? null };
+  const execution = await run(plan, job, "reshard", parallelSource(ckpt), settings, m, written.paddedVocab);
+  const parameters = countModelParams(GPT_PARAMS, { ...m.dims, vocab: written.paddedVocab }, m.features);
+  return {
+    architecture: "gpt",
+    summary,
+    dims: m.dims,
+    features: m.features,
+    flavour: m.flavour,
+    parameters,
+    paddedVocab: written.paddedVocab,
+    vocabChange: written.vocabChange,
+    dropped,
+    parallel: { tp: job.tp, pp: job.pp, vpp: job.vpp },
+    ...(execution ? { execution } : {}),
+  };
+}
+
+/** HF Llama / Mistral / Qwen2 / Qwen3 → a Megatron-Core GPT checkpoint that load_checkpoint reads. */
+export async function hfGptToMegatron(job: McoreMegatronJob & { spec?: "local" | "te" | undefined }): Promise<McoreMegatronResult & { args: Record<string, unknown> }> {
+  const opened = await openHfGpt(job.input);
+  try {
+    const m: McoreModel = { ...opened.model, flavour: job.spec ?? "local" };
+    const dtype = m.tensors.get("embedding.word_embeddings.weight")?.dtype ?? "F32";
+    const iteration = job.iteration ?? 1;
+    const trueVocab = job.trueVocab ?? m.trueVocab;
+    const divisibleBy = job.divisibleBy ?? 128;
+    const base = gptMegatronArgs(m.dims, m.features, opened.hyper, dtype, { padded: 0, true: trueVocab, divisibleBy });
+    const argsSet: Record<string, PyValue> = {
+      ...base,
+      params_dtype: torchDtypeGlobal(dtype),
+      transformer_impl: m.flavour === "te" ? "transformer_engine" : "local",
+      iteration,
+      data_parallel_size: 1,
+      world_size: job.tp * job.pp,
+    };
+    const written = planMcoreMegatronFiles(m, GPT_PARAMS, { ...job, iteration, divisibleBy, trueVocab, argsSet });
+    const summary = headerBytes(written.plan);
+    const settings = { tp: job.tp, pp: job.pp, vpp: job.vpp, iteration, divisibleBy, trueVocab: trueVocab ?? null, spec: m.flavour };
+    const execution = await run(written.plan, job, "to-megatron", { format: "hf-safetensors", dtype }, settings, m, written.paddedVocab);
+    const parameters = countModelParams(GPT_PARAMS, { ...m.dims, vocab: written.paddedVocab }, m.features);
+    const args = Object.fromEntries(Object.entries({ ...argsSet, padded_vocab_size: written.paddedVocab }).map(([k, v]) => [k, plainArg(v)]));
+    return {
+      architecture: "gpt",
+      summary,
+      dims: m.dims,
+      features: m.features,
+      flavour: m.flavour,
+      parameters,
+      paddedVocab: written.paddedVocab,
+      vocabChange: written.vocabChange,
+      dropped: [],
+      parallel: { tp: job.tp, pp: job.pp, vpp: job.vpp },
+      args,
+      ...(execution ? { execution } : {}),
+    };
+  } finally {
+    await opened.close();
+  }
+}
+
+function plainArg(v: PyValue): unknown {
+  if (v === null || typeof v !== "object") return typeof v === "bigint" ? v.toString() : v;
+  if ("qualified" in v) return v.qualified;
+  if ("value" in v) return v.value;
+  return String(v);
+}
+
+export { hyperFromArgs };
