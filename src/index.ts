@@ -24,7 +24,7 @@ export { summarizePlan, type Plan } from "./plan/plan.js";
 export { readManifest, type Manifest } from "./plan/manifest.js";
 
 // Operations
-export { inspectPath, type InspectReport } from "./converters/inspect.js";
+export { inspectPath, type InspectReport } from "./ops/inspect.js";
 export { convertMegatronToHf, type ConvertJob, type ConvertResult } from "./converters/convert.js";
 export { reshardMegatron, type ReshardJob } from "./converters/reshard.js";
 export { hfToMegatron, type ToMegatronJob } from "./converters/to-megatron.js";

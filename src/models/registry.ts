@@ -29,3 +29,9 @@ export function detectArch(names: Iterable<string>, side: "megatron" | "hf", whe
   const moe = list.some((n) => /\.mlp\.(experts|router)\./.test(n)) ? " (mixture-of-experts layers are not supported yet)" : "";
   throw new MegahubError("MODEL", `not a known architecture${moe} — ${reasons.join("; ")}; found e.g. ${sample}`, { file: where });
 }
+
+/** The architecture a Megatron checkpoint's names call for; OpenBA when nothing else matches, so its own errors explain. */
+export function megatronArchOf(names: Iterable<string>): ArchId {
+  for (const n of names) if (ARCHS.gpt.megatron.test(n)) return "gpt";
+  return "openba";
+}

@@ -8,13 +8,11 @@ import { hfToMegatron, type ToMegatronJob, type ToMegatronResult } from "../conv
 import { MegahubError } from "../errors.js";
 import { openMegatron, type MegatronCheckpoint } from "../formats/megatron/read.js";
 import type { HfArch } from "../models/gpt/hf-config.js";
-import { ARCHS, detectArch, type ArchId } from "../models/registry.js";
+import { detectArch, megatronArchOf, type ArchId } from "../models/registry.js";
 import { convertMcoreToHf, hfGptToMegatron, reshardMcore, type McoreJobResult, type McoreMegatronResult } from "./mcore/jobs.js";
 
-/** The architecture of an opened Megatron checkpoint, from its tensor names (OpenBA when nothing else matches, for its own errors). */
 export function megatronArch(ckpt: MegatronCheckpoint): ArchId {
-  const names = ckpt.shards[0]?.tensors.keys() ?? [];
-  return [...names].some((n) => ARCHS.gpt.megatron.test(n)) ? "gpt" : "openba";
+  return megatronArchOf(ckpt.shards[0]?.tensors.keys() ?? []);
 }
 
 async function withCheckpoint<T>(input: string, iteration: number | undefined, f: (c: MegatronCheckpoint) => Promise<T>): Promise<T> {

@@ -1,4 +1,4 @@
-import { inspectPath } from "../../converters/inspect.js";
+import { inspectPath } from "../../ops/inspect.js";
 import { intOpt, type Command } from "../command.js";
 import { formatBytes, formatParams, shapeText, table } from "../format.js";
 
@@ -16,15 +16,29 @@ export const inspectCommand: Command = {
     out.result({ ok: true, ...r });
     const total = r.tensors.reduce((a, t) => a + t.bytes, 0);
     out.info(`${r.path}`);
-    out.info(`  format        ${r.format}${r.iteration !== undefined ? `, iteration ${r.iteration}` : ""}${r.tp ? `, TP ${r.tp}, PP ${r.pp}` : ""}`);
+    const layout = r.tp ? `, TP ${r.tp}, PP ${r.pp}${r.vpp ? `, VPP ${r.vpp}` : ""}${r.ep ? `, EP ${r.ep}` : ""}` : "";
+    out.info(`  format        ${r.format}${r.iteration !== undefined ? `, iteration ${r.iteration}` : ""}${layout}`);
     if (r.checkpointVersion !== undefined) out.info(`  checkpoint_version ${r.checkpointVersion}`);
     out.info(`  dtypes        ${r.dtypes.join(", ")}`);
     out.info(`  tensors       ${r.tensors.length} (${formatBytes(total)})`);
-    if (r.dims) {
+    if (r.optimizer) out.info(`  optimizer     ${r.optimizer}`);
+    if (r.dims && "kvHeads" in r.dims) {
+      const d = r.dims;
+      const parts = r.features ? Object.entries(r.features).filter(([, on]) => on).map(([k]) => k) : [];
+      out.info(`  architecture  ${r.architecture}: hidden ${d.hidden}, ${d.heads} heads / ${d.kvHeads} query groups × ${d.headDim}, FFN ${d.ffn}, ${d.layers} layers, vocab rows ${d.vocab}${parts.length ? `; ${parts.join(", ")}` : ""}${r.spec ? `; ${r.spec === "te" ? "Transformer Engine" : "local"} spec names` : ""}`);
+    } else if (r.dims) {
       const d = r.dims;
       out.info(`  architecture  ${r.architecture}: hidden ${d.hidden}, ${d.heads} heads × ${d.kvChannels} (P ${d.heads * d.kvChannels}), FFN ${d.ffn}, ${d.encoderLayers} encoder / ${d.decoderLayers} decoder layers, vocab rows ${d.vocab}`);
     }
-    if (r.parameters) {
+    if (r.parameters && "layers" in r.parameters) {
+      const p = r.parameters;
+      out.info(table(["  part", "parameters"], [
+        ["  embedding", formatParams(p.embedding)],
+        ["  layers", formatParams(p.layers)],
+        ["  norm + head", formatParams(p.head)],
+        ["  total", `${formatParams(p.total)} (${p.total.toLocaleString("en-US")})`],
+      ]));
+    } else if (r.parameters) {
       const p = r.parameters;
       out.info(table(["  part", "parameters"], [
         ["  embedding", formatParams(p.embedding)],

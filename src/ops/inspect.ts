@@ -6,10 +6,16 @@ import { readSafetensors } from "../formats/safetensors/read.js";
 import { loadTorch } from "../formats/torch/load.js";
 import { walkTensors } from "../formats/torch/values.js";
 import { FileSource } from "../io/byte-source.js";
+import { countModelParams, type Features, type ModelDims, type SpecFlavour } from "../models/arch.js";
+import { GPT_PARAMS } from "../models/gpt/spec.js";
+import { megatronMcoreModel } from "../models/mcore-global.js";
 import { countParams, type OpenbaDims, type ParamCounts } from "../models/openba-dims.js";
+import { megatronArchOf } from "../models/registry.js";
+import { openHfGpt } from "./mcore/open-hf.js";
+import { openHfDir } from "../checkpoints/hf-safetensors.js";
 import { byteSize } from "../tensors/dtypes.js";
 import { readModelDir } from "../verify/model-dir.js";
-import { planMegatronToHf } from "./megatron-to-hf.js";
+import { planMegatronToHf } from "../converters/megatron-to-hf.js";
 
 export interface TensorRow {
   name: string;
@@ -26,11 +32,18 @@ export interface InspectReport {
   iteration?: number | "release";
   tp?: number;
   pp?: number;
+  vpp?: number;
+  ep?: number;
   checkpointVersion?: number;
   dtypes: string[];
   architecture?: string;
-  dims?: OpenbaDims;
-  parameters?: ParamCounts;
+  dims?: OpenbaDims | ModelDims;
+  parameters?: ParamCounts | ReturnType<typeof countModelParams>;
+  /** GPT: optional parts found, and which spelling (local spec or Transformer Engine). */
+  features?: Features;
+  spec?: SpecFlavour;
+  /** Optimizer state recognised beside the weights (never converted). */
+  optimizer?: string;
   tensors: TensorRow[];
   args?: Record<string, unknown>;
   unknownGlobals?: readonly string[];
@@ -71,8 +84,11 @@ async function inspectMegatron(path: string, options: { iteration?: number }): P
       path,
       format: "megatron",
       iteration: ckpt.iteration,
-      tp: ckpt.layout.tp,
-      pp: ckpt.layout.pp,
+      tp: ckpt.parallel.tp,
+      pp: ckpt.parallel.pp,
+      ...(ckpt.parallel.vpp > 1 ? { vpp: ckpt.parallel.vpp } : {}),
+      ...(ckpt.parallel.ep > 1 ? { ep: ckpt.parallel.ep } : {}),
+      ...(ckpt.distribOptim ? { optimizer: "distributed optimizer (distrib_optim.pt: flat fp32 buffers; not converted)" } : {}),
       ...(ckpt.checkpointVersion === undefined ? {} : { checkpointVersion: ckpt.checkpointVersion }),
       dtypes: [...new Set(tensors.map((t) => t.dtype))],
       tensors,
@@ -81,6 +97,17 @@ async function inspectMegatron(path: string, options: { iteration?: number }): P
       dangerousGlobals: ckpt.dangerousGlobals,
       notes: [],
     };
+    if (megatronArchOf(ckpt.shards[0]?.tensors.keys() ?? []) === "gpt") {
+      try {
+        const m = megatronMcoreModel(ckpt);
+        Object.assign(report, { architecture: "gpt", dims: m.dims, features: m.features, spec: m.flavour, parameters: countModelParams(GPT_PARAMS, m.dims, m.features) });
+        report.notes.push(...m.notes);
+        if (m.trueVocab !== undefined) report.notes.push(`vocabulary: ${m.trueVocab} tokens (args.vocab_size), ${m.dims.vocab - m.trueVocab} padding rows`);
+      } catch (e) {
+        report.notes.push(`not recognised as Megatron-Core GPT: ${(e as Error).message}`);
+      }
+      return report;
+    }
     try {
       const planned = await planMegatronToHf(ckpt);
       report.architecture = "openba";
@@ -149,6 +176,20 @@ async function inspectSafetensorsFile(path: string): Promise<InspectReport> {
 
 async function inspectHf(dir: string): Promise<InspectReport> {
   const report: InspectReport = { path: dir, format: "hf-safetensors", dtypes: [], tensors: [], notes: [] };
+  const names = await openHfDir(dir).then((h) => [...h.tensors.keys()], () => []);
+  if (names.some((n) => /^model\.layers\.\d+\.self_attn\.q_proj\./.test(n))) {
+    try {
+      const g = await openHfGpt(dir);
+      await g.close();
+      const hf = await openHfDir(dir);
+      report.tensors = [...hf.tensors.values()].map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, bytes: t.length, file: t.file }));
+      Object.assign(report, { architecture: typeof g.config.model_type === "string" ? `gpt (${g.config.model_type})` : "gpt", dims: g.model.dims, features: g.model.features, parameters: countModelParams(GPT_PARAMS, g.model.dims, g.model.features) });
+      report.dtypes = [...new Set(report.tensors.map((t) => t.dtype))];
+      return report;
+    } catch (e) {
+      report.notes.push(`not recognised as a Llama-family model: ${(e as Error).message}`);
+    }
+  }
   try {
     const hf = await readModelDir(dir);
     report.tensors = [...hf.tensors.values()].map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, bytes: t.length, file: t.file }));
