@@ -11,7 +11,9 @@ Why:   fixtures/ holds generated binaries; CI must be able to prove they are wha
        logits may differ by at most 1e-6 (other CPUs); all weights must be bit-identical.  The tokenizer is retrained
        and must give the same spm_encode ids for fixtures/corpus/heldout.txt.  Hostile pickles are NEVER loaded:
        their zip records are compared byte by byte.  The corpus itself is re-extracted only when manpages-zh is
-       installed (scripts/make_corpus.sh); otherwise that step is reported as skipped.
+       installed (scripts/make_corpus.sh); otherwise that step is reported as skipped.  fixtures/gpt/tokenizer (the
+       demo's HF tokenizer, scripts/make_gpt_tokenizer.py) needs the reference venv's `tokenizers`, so it is an input
+       that make_fixtures.py copies; it is rebuilt and compared only when the venv exists.
 """
 import argparse
 import json
@@ -78,7 +80,7 @@ def compare(rel, old, new):
                 x, y = ta[k], tb[k]
                 if x.dtype != y.dtype or x.shape != y.shape:
                     return f"{k}: dtype/shape differ"
-                if rel.startswith("reference/") and k == "logits":
+                if rel.startswith(("reference/", "gpt/reference/")) and k == "logits":
                     d = float((x - y).abs().max())
                     if d > LOGIT_TOL:
                         return f"logits max abs diff {d:.3g} > {LOGIT_TOL}"
@@ -146,6 +148,25 @@ def main():
         with open(os.path.join(committed, "tokenizer", "heldout.ids.txt"), "rb") as f:
             if f.read() != ids:
                 problems.append("tokenizer/heldout.ids.txt: spm_encode of heldout.txt with the committed model differs")
+        # the GPT demo tokenizer is an input made with the reference venv (Debian has no `tokenizers`): rebuild it
+        # when the venv exists and compare bytes; otherwise say so
+        venv_py = os.path.join(os.environ.get("MEGAHUB_REF_VENV") or os.path.join(
+            os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "megahub", "venv-ref"), "bin", "python")
+        if os.path.exists(venv_py):
+            tdir = os.path.join(tmp, "gpt-tokenizer-check")
+            r = subprocess.run([venv_py, os.path.join(HERE, "make_gpt_tokenizer.py"), "--out", tdir,
+                                "--spm", os.path.join(committed, "tokenizer", "spiece.model"),
+                                "--heldout", os.path.join(committed, "corpus", "heldout.txt")],
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                problems.append(f"gpt/tokenizer: make_gpt_tokenizer.py failed: {r.stderr[-300:]}")
+            else:
+                for fn in sorted(os.listdir(tdir)):
+                    if F.file_sha256(os.path.join(tdir, fn)) != F.file_sha256(os.path.join(committed, "gpt",
+                                                                                         "tokenizer", fn)):
+                        problems.append(f"gpt/tokenizer/{fn}: rebuilt by make_gpt_tokenizer.py, bytes differ")
+        else:
+            notes.append("gpt/tokenizer rebuild skipped (no reference venv; scripts/make_ref_venv.sh builds it)")
         # corpus re-extraction (optional)
         if os.path.isdir("/usr/share/man/zh_CN") and shutil.which("groff"):
             cdir = os.path.join(tmp, "corpus-check")

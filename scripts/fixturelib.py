@@ -4,7 +4,8 @@ openba_reference.py).  Not a CLI.  Must be imported by Debian's interpreter /usr
 What lives here and why:
   * install_megatron_stub(): a real Python module `megatron.core.enums` with `class ModelType(enum.Enum)`, exactly as
     OpenBA's Megatron fork defines it, so that pickling `args.model_type` records the global
-    `megatron.core.enums ModelType` and torch.load can read it back without Megatron installed.
+    `megatron.core.enums ModelType` and torch.load can read it back without Megatron installed; likewise
+    `megatron.core.transformer.enums.AttnBackend` (Megatron-Core GPT checkpoints, scripts/fixtures/gpt.py).
   * a minimal safetensors writer and reader (8-byte LE header length, JSON header padded with spaces to a multiple
     of 8, tensors back to back) written from the format description, independent of the `safetensors` package.
   * tensor_bytes()/tensor_sha256(): the canonical byte form of a tensor used everywhere in the fixtures: C-order,
@@ -85,7 +86,34 @@ def install_megatron_stub():
     sys.modules["megatron.core.enums"] = enums
     megatron.core = core
     core.enums = enums
+    _install_transformer_enums(core)
     return ModelType
+
+
+def _install_transformer_enums(core):
+    """megatron.core.transformer.enums.AttnBackend as Megatron-Core 0.17 defines it (args.attention_backend of every
+    Megatron-Core GPT checkpoint).  Megatron-Core 0.17's ModelType has only encoder_or_decoder = 1, which pickles to
+    the same bytes as the OpenBA member above, so one stub serves both."""
+    transformer = sys.modules.setdefault("megatron.core.transformer", types.ModuleType("megatron.core.transformer"))
+    tenums = types.ModuleType("megatron.core.transformer.enums")
+
+    class AttnBackend(enum.Enum):  # megatron/core/transformer/enums.py @ core_v0.17.0
+        flash = 1
+        fused = 2
+        unfused = 3
+        local = 4
+        auto = 5
+
+        def __reduce_ex__(self, proto):
+            # Python >= 3.12 (what Megatron-Core 0.17 runs on) pickles enums as Class(value): GLOBAL + (5,) REDUCE
+            return self.__class__, (self._value_,)
+
+    AttnBackend.__module__ = "megatron.core.transformer.enums"
+    AttnBackend.__qualname__ = "AttnBackend"
+    tenums.AttnBackend = AttnBackend
+    sys.modules["megatron.core.transformer.enums"] = tenums
+    core.transformer = transformer
+    transformer.enums = tenums
 
 
 # ----------------------------------------------------------------------------------------------------------------

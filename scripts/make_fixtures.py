@@ -59,6 +59,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import fixturelib as F  # noqa: E402
 import openba_reference as REF  # noqa: E402
+sys.path.insert(0, os.path.join(HERE, "fixtures"))
+import gpt as GPT  # noqa: E402  (Megatron-Core GPT fixtures, fixtures/gpt/)
 
 ModelType = F.install_megatron_stub()
 
@@ -1257,14 +1259,17 @@ def write_legacy(out):
 # ================================================================================================================
 # manifest
 # ================================================================================================================
-OWNED = ("corpus", "tokenizer", "megatron", "reference", "hostile", "legacy")  # other fixtures/ dirs are not ours
+OWNED = ("corpus", "tokenizer", "megatron", "reference", "hostile", "legacy", "gpt")  # other fixtures/ dirs: not ours
+NOT_GENERATED = ("gpt/README.md",)  # hand-written, records the transformers check (scripts/gpt_hf_check.py)
 
 
 def owned_files(out):
     for sub in OWNED:
         for dp, _, fns in os.walk(os.path.join(out, sub)):
             for fn in fns:
-                yield os.path.relpath(os.path.join(dp, fn), out)
+                rel = os.path.relpath(os.path.join(dp, fn), out)
+                if rel not in NOT_GENERATED:
+                    yield rel
 
 
 def write_manifest(out):
@@ -1324,11 +1329,15 @@ def main():
     write_hostile(out)
     write_legacy(out)
     print("wrote hostile/, legacy/")
+    # gpt/tokenizer is an input (scripts/make_gpt_tokenizer.py needs the venv): copied from the committed tree
+    GPT.write_gpt(out)
+    print("wrote gpt/")
     # every .pt must load with torch.load
-    for dp, _, fns in os.walk(os.path.join(out, "megatron")):
-        for fn in fns:
-            if fn.endswith(".pt"):
-                F.torch_load(os.path.join(dp, fn))
+    for sub in ("megatron", "gpt"):
+        for dp, _, fns in os.walk(os.path.join(out, sub)):
+            for fn in fns:
+                if fn.endswith(".pt"):
+                    F.torch_load(os.path.join(dp, fn))
     write_manifest(out)
     print("wrote MANIFEST.json")
 
