@@ -17,20 +17,20 @@ export { FileSource, type ByteSource } from "./io/byte-source.js";
 export { DTYPES, type Dtype } from "./tensors/dtypes.js";
 
 // Models and plans
-export { OPENBA, OPENBA_LAYER_PARAMS, OPENBA_GLOBAL_PARAMS, OPENBA_CHAT_TEMPLATE } from "./models/openba.js";
-export { countParams, paddedVocab, type OpenbaDims, type ParamCounts } from "./models/openba-dims.js";
+export { OPENBA, OPENBA_LAYER_PARAMS, OPENBA_GLOBAL_PARAMS, OPENBA_CHAT_TEMPLATE } from "./models/openba/spec.js";
+export { countParams, paddedVocab, type OpenbaDims, type ParamCounts } from "./models/openba/dims.js";
 export { executePlan } from "./plan/execute.js";
 export { summarizePlan, type Plan } from "./plan/plan.js";
 export { readManifest, type Manifest } from "./plan/manifest.js";
 
 // Operations
 export { inspectPath, type InspectReport } from "./ops/inspect.js";
-export { convertMegatronToHf, type ConvertJob, type ConvertResult } from "./converters/convert.js";
-export { reshardMegatron, type ReshardJob } from "./converters/reshard.js";
-export { hfToMegatron, type ToMegatronJob } from "./converters/to-megatron.js";
-export { megatronGlobalModel, type GlobalModel } from "./converters/global-model.js";
-export { openHfModel } from "./converters/hf-global.js";
-export { pruneCheckpoint } from "./converters/prune-run.js";
+export { convertMegatronToHf, type ConvertJob, type ConvertResult } from "./ops/openba/convert.js";
+export { reshardMegatron, type ReshardJob } from "./ops/openba/reshard.js";
+export { hfToMegatron, type ToMegatronJob } from "./ops/openba/to-megatron.js";
+export { megatronGlobalModel, type GlobalModel } from "./ops/openba/global-model.js";
+export { openHfModel } from "./ops/openba/hf-global.js";
+export { pruneCheckpoint } from "./ops/prune/run.js";
 export { verifyModel, generate, exportOnnx, timeForward } from "./verify/index.js";
 export { pushFolder, pullRepo, startLocalHub } from "./hub/index.js";
 export { main } from "./cli/main.js";

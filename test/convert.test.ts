@@ -5,7 +5,7 @@ import { cp, readdir, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { convertMegatronToHf } from "../src/converters/convert.js";
+import { convertMegatronToHf } from "../src/ops/openba/convert.js";
 import { isMegahubError } from "../src/errors.js";
 import { castBytes } from "../src/tensors/cast.js";
 import { fixture, hasFixture, openSafetensors } from "./helpers/fixtures.js";

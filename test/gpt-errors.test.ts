@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { isMegahubError } from "../src/errors.js";
-import { convertAny, reshardAny } from "../src/ops/dispatch.js";
+import { convertAny } from "../src/ops/dispatch.js";
 import { fixture, hasFixture } from "./helpers/fixtures.js";
 import { megahub } from "./helpers/cli.js";
 import { HAS_TORCH, runPython } from "./helpers/torch.js";

@@ -1,10 +1,10 @@
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { pruneCheckpoint, type PruneJob } from "../src/converters/prune-run.js";
-import { resolvePrune } from "../src/converters/prune-masks.js";
+import { pruneCheckpoint, type PruneJob } from "../src/ops/prune/run.js";
+import { resolvePrune } from "../src/ops/prune/masks.js";
 import { isMegahubError } from "../src/errors.js";
-import type { OpenbaDims } from "../src/models/openba-dims.js";
+import type { OpenbaDims } from "../src/models/openba/dims.js";
 import { megahub } from "./helpers/cli.js";
 import { ckpt, megatronFixtures, workDir } from "./prune-helpers.js";
 

@@ -6,7 +6,7 @@ import { expect } from "vitest";
 import { openMegatron } from "../src/formats/megatron/read.js";
 import { blocks } from "../src/plan/execute.js";
 import type { Recipe } from "../src/plan/recipe.js";
-import type { MasksManifest } from "../src/converters/prune-structure.js";
+import type { MasksManifest } from "../src/ops/prune/structure.js";
 import { FIXTURES, ROOT, fixture, openSafetensors } from "./helpers/fixtures.js";
 import { runPython } from "./helpers/torch.js";
 

@@ -1,9 +1,9 @@
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { convertMegatronToHf } from "../src/converters/convert.js";
-import { pruneCheckpoint } from "../src/converters/prune-run.js";
-import type { MasksManifest } from "../src/converters/prune-structure.js";
+import { convertMegatronToHf } from "../src/ops/openba/convert.js";
+import { pruneCheckpoint } from "../src/ops/prune/run.js";
+import type { MasksManifest } from "../src/ops/prune/structure.js";
 import { readManifest } from "../src/plan/manifest.js";
 import { megahub } from "./helpers/cli.js";
 import { runPython, HAS_TORCH } from "./helpers/torch.js";

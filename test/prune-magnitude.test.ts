@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import type { GlobalModel } from "../src/converters/global-model.js";
-import { megatronKey } from "../src/converters/global-model.js";
+import type { GlobalModel } from "../src/ops/openba/global-model.js";
+import { megatronKey } from "../src/ops/openba/global-model.js";
 import {
   applyPruneMasks,
   magnitudeMasks,
@@ -10,11 +10,11 @@ import {
   randomMasks,
   resolvePrune,
   topK,
-} from "../src/converters/prune-structure.js";
+} from "../src/ops/prune/structure.js";
 import { bytesSource } from "../src/io/byte-source.js";
-import { expectedShape, type OpenbaDims } from "../src/models/openba-dims.js";
-import { OPENBA_GLOBAL_PARAMS, OPENBA_LAYER_PARAMS } from "../src/models/openba.js";
-import type { Stack } from "../src/models/spec.js";
+import { expectedShape, type OpenbaDims } from "../src/models/openba/dims.js";
+import { OPENBA_GLOBAL_PARAMS, OPENBA_LAYER_PARAMS } from "../src/models/openba/spec.js";
+import type { Stack } from "../src/models/openba/types.js";
 import { readTensor, type Recipe } from "../src/plan/recipe.js";
 import { recipeBytes } from "./prune-helpers.js";
 

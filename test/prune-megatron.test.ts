@@ -1,9 +1,9 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { convertMegatronToHf } from "../src/converters/convert.js";
-import { megatronGlobalModel } from "../src/converters/global-model.js";
-import { pruneCheckpoint } from "../src/converters/prune-run.js";
+import { convertMegatronToHf } from "../src/ops/openba/convert.js";
+import { megatronGlobalModel } from "../src/ops/openba/global-model.js";
+import { pruneCheckpoint } from "../src/ops/prune/run.js";
 import { argNumber, openMegatron } from "../src/formats/megatron/read.js";
 import { readManifest } from "../src/plan/manifest.js";
 import { HAS_TORCH } from "./helpers/torch.js";

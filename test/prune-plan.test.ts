@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { chooseLayersToDrop } from "../src/converters/prune-masks.js";
-import { billions, dimsFromHfConfig, planParameters, readHfConfigDims } from "../src/converters/prune-plan.js";
+import { chooseLayersToDrop } from "../src/ops/prune/masks.js";
+import { billions, dimsFromHfConfig, planParameters, readHfConfigDims } from "../src/ops/prune/plan.js";
 import { megahub } from "./helpers/cli.js";
 import { fixture } from "./helpers/fixtures.js";
 import { ckpt, megatronFixtures } from "./prune-helpers.js";

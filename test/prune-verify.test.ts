@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { pruneCheckpoint } from "../src/converters/prune-run.js";
+import { pruneCheckpoint } from "../src/ops/prune/run.js";
 import { verifyModel } from "../src/verify/verify-model.js";
 import { fixture, ROOT } from "./helpers/fixtures.js";
 import { HAS_TORCH, runPython } from "./helpers/torch.js";

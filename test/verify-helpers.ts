@@ -3,7 +3,7 @@ import { existsSync } from "node:fs";
 import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { convertMegatronToHf } from "../src/converters/convert.js";
+import { convertMegatronToHf } from "../src/ops/openba/convert.js";
 import { readModelDir } from "../src/verify/model-dir.js";
 
 /** Checkpoints that have reference logits (fixtures/reference/<name>.safetensors). */

@@ -5,8 +5,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { formatFrequencies, readFrequencies } from "../src/converters/prune-vocab-freq.js";
-import { countCorpus, openSentencePiece, type SentencePieceEncoder } from "../src/converters/vocab-count.js";
+import { formatFrequencies, readFrequencies } from "../src/ops/vocab/freq.js";
+import { countCorpus, openSentencePiece, type SentencePieceEncoder } from "../src/ops/vocab/count.js";
 import { fixture } from "./helpers/fixtures.js";
 import { runCli } from "./verify-helpers.js";
 

@@ -1,8 +1,8 @@
 import { readFile } from "node:fs/promises";
 import { describe, expect, it } from "vitest";
-import { dimsFromHfConfig } from "../src/converters/prune-plan.js";
-import { coverageSvg, renderVocabReportHtml, type VocabReport } from "../src/converters/prune-vocab-report.js";
-import { prunedRows, vocabParams } from "../src/converters/prune-vocab-remap.js";
+import { dimsFromHfConfig } from "../src/ops/prune/plan.js";
+import { coverageSvg, renderVocabReportHtml, type VocabReport } from "../src/ops/vocab/report.js";
+import { prunedRows, vocabParams } from "../src/ops/vocab/remap.js";
 import { fixture } from "./helpers/fixtures.js";
 import { runCli } from "./verify-helpers.js";
 

@@ -4,10 +4,10 @@ import { join } from "node:path";
 import { BinaryReader, BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseSentencePieceModel, PieceType, serializeSentencePieceModel } from "../src/formats/sentencepiece/model.js";
-import { chatTemplatePieces, nonNormalPieces, readKeepTokens, selectPieces, type ForcedPieces } from "../src/converters/prune-vocab-select.js";
-import { checkPrunable, prunedSentencePiece, sentencePieceFacts } from "../src/converters/prune-vocab-tokenizer.js";
-import { openSentencePiece, type SentencePieceEncoder } from "../src/converters/vocab-count.js";
-import { OPENBA_CHAT_TEMPLATE } from "../src/models/openba.js";
+import { chatTemplatePieces, nonNormalPieces, readKeepTokens, selectPieces, type ForcedPieces } from "../src/ops/vocab/select.js";
+import { checkPrunable, prunedSentencePiece, sentencePieceFacts } from "../src/ops/vocab/tokenizer.js";
+import { openSentencePiece, type SentencePieceEncoder } from "../src/ops/vocab/count.js";
+import { OPENBA_CHAT_TEMPLATE } from "../src/models/openba/spec.js";
 import { fixture } from "./helpers/fixtures.js";
 import { runPython } from "./helpers/torch.js";
 

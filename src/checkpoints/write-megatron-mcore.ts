@@ -1,4 +1,4 @@
-import { DEFAULT_DIVISIBLE_BY, vocabPlan } from "../converters/megatron-write.js";
+import { DEFAULT_DIVISIBLE_BY, vocabPlan } from "../ops/openba/megatron-write.js";
 import { MegahubError } from "../errors.js";
 import { iterationDirName, rankDirName } from "../formats/megatron/discover.js";
 import { argNumber } from "../formats/megatron/read.js";

@@ -1,10 +1,10 @@
 import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { openHfDir } from "../checkpoints/hf-safetensors.js";
-import { convertMegatronToHf, type ConvertJob, type ConvertResult } from "../converters/convert.js";
-import { DTYPE_OPTIONS } from "../converters/megatron-to-hf.js";
-import { reshardMegatron, type ReshardJob, type ReshardResult } from "../converters/reshard.js";
-import { hfToMegatron, type ToMegatronJob, type ToMegatronResult } from "../converters/to-megatron.js";
+import { convertMegatronToHf, type ConvertJob, type ConvertResult } from "./openba/convert.js";
+import { DTYPE_OPTIONS } from "./openba/megatron-to-hf.js";
+import { reshardMegatron, type ReshardJob, type ReshardResult } from "./openba/reshard.js";
+import { hfToMegatron, type ToMegatronJob, type ToMegatronResult } from "./openba/to-megatron.js";
 import { MegahubError } from "../errors.js";
 import { openMegatron, type MegatronCheckpoint } from "../formats/megatron/read.js";
 import type { HfArch } from "../models/gpt/hf-config.js";

@@ -9,13 +9,13 @@ import { FileSource } from "../io/byte-source.js";
 import { countModelParams, type Features, type ModelDims, type SpecFlavour } from "../models/arch.js";
 import { GPT_PARAMS } from "../models/gpt/spec.js";
 import { megatronMcoreModel } from "../models/mcore-global.js";
-import { countParams, type OpenbaDims, type ParamCounts } from "../models/openba-dims.js";
+import { countParams, type OpenbaDims, type ParamCounts } from "../models/openba/dims.js";
 import { megatronArchOf } from "../models/registry.js";
 import { openHfGpt } from "./mcore/open-hf.js";
 import { openHfDir } from "../checkpoints/hf-safetensors.js";
 import { byteSize } from "../tensors/dtypes.js";
 import { readModelDir } from "../verify/model-dir.js";
-import { planMegatronToHf } from "../converters/megatron-to-hf.js";
+import { planMegatronToHf } from "./openba/megatron-to-hf.js";
 
 export interface TensorRow {
   name: string;

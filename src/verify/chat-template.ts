@@ -2,12 +2,12 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Template } from "@huggingface/jinja";
 import { MegahubError } from "../errors.js";
-import { OPENBA_CHAT_TEMPLATE } from "../models/openba.js";
+import { OPENBA_CHAT_TEMPLATE } from "../models/openba/spec.js";
 
 /**
  * OpenBA's prompt format, `<S> {input} <extra_id_0>`, as an HF chat template: the instruction goes between the
  * `<S>` (start-of-sample) token and the first sentinel, which the model fills in. The string itself lives in the
- * model spec (src/models/openba.ts), the one place `convert` also reads when it writes tokenizer_config.json
+ * model spec (src/models/openba/spec.ts), the one place `convert` also reads when it writes tokenizer_config.json
  * (`chat_template`) and chat_template.jinja; it is re-exported here under the name the verify API uses.
  */
 export const DEFAULT_CHAT_TEMPLATE: string = OPENBA_CHAT_TEMPLATE;

@@ -1,7 +1,7 @@
 import { openHfDir, type TensorRef } from "../checkpoints/hf-safetensors.js";
 import { MegahubError } from "../errors.js";
-import { OPENBA } from "../models/openba.js";
-import type { OpenbaDims } from "../models/openba-dims.js";
+import { OPENBA } from "../models/openba/spec.js";
+import type { OpenbaDims } from "../models/openba/dims.js";
 import type { Dtype } from "../tensors/dtypes.js";
 
 export type { TensorRef };
@@ -112,7 +112,7 @@ function deriveDims(tensors: ReadonlyMap<string, TensorRef>, config: Readonly<Re
 }
 
 /**
- * Every tensor the graph reads, with its shape, expanded from the architecture spec (src/models/openba.ts) so the
+ * Every tensor the graph reads, with its shape, expanded from the architecture spec (src/models/openba/spec.ts) so the
  * names live in one table. Biases other than LayerNorm's are optional: `add_qkv_bias` / `add_ffn_bias` decide them.
  */
 export function expectedTensors(d: OpenBADims): Map<string, { shape: number[]; optional: boolean }> {

@@ -1,10 +1,10 @@
 import { createRequire } from "node:module";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { openbaAddedTokens } from "../converters/openba-tokenizer.js";
+import { openbaAddedTokens } from "../models/openba/tokenizer.js";
 import { MegahubError } from "../errors.js";
 import { parseSentencePieceModel, PieceType } from "../formats/sentencepiece/model.js";
-import { OPENBA_SPECIAL } from "../models/openba.js";
+import { OPENBA_SPECIAL } from "../models/openba/spec.js";
 
 /**
  * OpenBA's tokenizer: sentencepiece for text, plus the special tokens HF's OpenBATokenizer adds on top

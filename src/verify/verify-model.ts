@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { basename, join, resolve } from "node:path";
-import { MASKS_FILE } from "../converters/prune-structure.js";
+import { MASKS_FILE } from "../ops/prune/structure.js";
 import { MegahubError } from "../errors.js";
 import { appendVerification, readManifest } from "../plan/manifest.js";
 import type { Dtype } from "../tensors/dtypes.js";

@@ -1,4 +1,4 @@
-import { DTYPE_OPTIONS, type DtypeOption } from "../../converters/megatron-to-hf.js";
+import { DTYPE_OPTIONS, type DtypeOption } from "../../ops/openba/megatron-to-hf.js";
 import { HF_ARCHS, isHfArch } from "../../models/gpt/hf-config.js";
 import { convertAny, type AnyConvertResult } from "../../ops/dispatch.js";
 import { MegahubError } from "../../errors.js";

@@ -2,7 +2,7 @@ import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { convertMegatronToHf } from "../../converters/convert.js";
+import { convertMegatronToHf } from "../../ops/openba/convert.js";
 import { MegahubError } from "../../errors.js";
 import { stringOpt, type Command } from "../command.js";
 import { formatBytes, formatParams } from "../format.js";
@@ -64,7 +64,7 @@ const STEPS: [title: string, run: (c: DemoContext) => Promise<void>][] = [
   [
     "reshard: TP 2 → TP 3 (a non-power-of-two) for a different cluster, as Megatron checkpoints",
     async (c) => {
-      const { reshardMegatron } = await import("../../converters/reshard.js");
+      const { reshardMegatron } = await import("../../ops/openba/reshard.js");
       const out = join(c.base, "megatron-tp3");
       const r = await reshardMegatron({ input: c.input, out, tp: 3, tokenizer: c.tokenizer, onProgress: (d, t) => c.out.progress("reshard", d, t) });
       c.out.info(`    → ${out}: ${r.summary.files.filter((f) => f.path.endsWith(".pt")).length} rank files; ${r.vocabChange}`);
@@ -75,7 +75,7 @@ const STEPS: [title: string, run: (c: DemoContext) => Promise<void>][] = [
   [
     "prune: width and depth, Megatron straight to HF in one pass (OpenBA-v2's method)",
     async (c) => {
-      const { pruneCheckpoint } = await import("../../converters/prune-run.js");
+      const { pruneCheckpoint } = await import("../../ops/prune/run.js");
       const out = join(c.base, "pruned");
       const pr = await pruneCheckpoint({ input: c.input, out, tokenizer: c.tokenizer, hidden: 48, heads: 8, ffn: 96, decoderLayers: 2, onProgress: (l, d, t) => c.out.progress(l, d, t) });
       const p = pr.dims;
@@ -87,7 +87,7 @@ const STEPS: [title: string, run: (c: DemoContext) => Promise<void>][] = [
   [
     "prune-vocab: keep the pieces a real corpus uses (99 % coverage), rewrite spiece.model, re-index rows; verify on kept ids",
     async (c) => {
-      const { pruneVocab } = await import("../../converters/prune-vocab.js");
+      const { pruneVocab } = await import("../../ops/vocab/run.js");
       const { verifyModel } = await import("../../verify/verify-model.js");
       const out = join(c.base, "vocab-pruned");
       const report = join(c.base, "prune-vocab-report.html");

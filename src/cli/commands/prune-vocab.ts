@@ -1,9 +1,9 @@
-import { readHfConfigDims } from "../../converters/prune-plan.js";
-import type { PruneVocabJob, PruneVocabResult } from "../../converters/prune-vocab.js";
-import { ID_MAP_FILE, prunedRows, vocabParams } from "../../converters/prune-vocab-remap.js";
-import { DEFAULT_DIVISIBLE_BY } from "../../converters/megatron-write.js";
+import { readHfConfigDims } from "../../ops/prune/plan.js";
+import type { PruneVocabJob, PruneVocabResult } from "../../ops/vocab/run.js";
+import { ID_MAP_FILE, prunedRows, vocabParams } from "../../ops/vocab/remap.js";
+import { DEFAULT_DIVISIBLE_BY } from "../../ops/openba/megatron-write.js";
 import { MegahubError } from "../../errors.js";
-import { OPENBA_SPECIAL } from "../../models/openba.js";
+import { OPENBA_SPECIAL } from "../../models/openba/spec.js";
 import { intOpt, listOpt, stringOpt, type Command, type ParsedValues, parseSize } from "../command.js";
 import { formatBytes, formatParams, table } from "../format.js";
 import type { Reporter } from "../reporter.js";
@@ -52,7 +52,7 @@ export const pruneVocabCommand: Command = {
     const dir = stringOpt(values, "out");
     if (input === undefined || dir === undefined) throw new MegahubError("USAGE", "prune-vocab needs <hf-dir|megatron-path> and --out <dir>");
     // Loaded here, not at the top: `megahub --help` loads every command module and should stay light.
-    const { pruneVocab } = await import("../../converters/prune-vocab.js");
+    const { pruneVocab } = await import("../../ops/vocab/run.js");
     const res = await pruneVocab({ ...jobOf(positionals, values), input, out: dir, onProgress: (l, d, t) => out.progress(l, d, t) });
     report(res, values["dry-run"] === true, out);
     return 0;

@@ -1,9 +1,9 @@
 import { readFile } from "node:fs/promises";
-import { DTYPE_OPTIONS, type DtypeOption } from "../../converters/megatron-to-hf.js";
-import { billions, dimsLine, paramPlanRows, planParameters, readHfConfigDims, type ParamPlan } from "../../converters/prune-plan.js";
-import { pruneCheckpoint, sourceDims, type PruneJob, type PruneResult } from "../../converters/prune-run.js";
-import type { PruneTarget } from "../../converters/prune-masks.js";
-import type { MasksManifest } from "../../converters/prune-structure.js";
+import { DTYPE_OPTIONS, type DtypeOption } from "../../ops/openba/megatron-to-hf.js";
+import { billions, dimsLine, paramPlanRows, planParameters, readHfConfigDims, type ParamPlan } from "../../ops/prune/plan.js";
+import { pruneCheckpoint, sourceDims, type PruneJob, type PruneResult } from "../../ops/prune/run.js";
+import type { PruneTarget } from "../../ops/prune/masks.js";
+import type { MasksManifest } from "../../ops/prune/structure.js";
 import { MegahubError } from "../../errors.js";
 import { intOpt, stringOpt, type Command, type ParsedValues, parseSize } from "../command.js";
 import { formatBytes, formatParams, table } from "../format.js";

@@ -1,5 +1,5 @@
-import { formatFrequencies } from "../../converters/prune-vocab-freq.js";
-import { countCorpus, openSentencePiece } from "../../converters/vocab-count.js";
+import { formatFrequencies } from "../../ops/vocab/freq.js";
+import { countCorpus, openSentencePiece } from "../../ops/vocab/count.js";
 import { MegahubError } from "../../errors.js";
 import { writeFileAtomic } from "../../io/atomic.js";
 import { intOpt, stringOpt, type Command } from "../command.js";

@@ -1,8 +1,8 @@
 import { readFile } from "node:fs/promises";
-import { MegahubError } from "../errors.js";
-import { parseSentencePieceModel } from "../formats/sentencepiece/model.js";
-import { OPENBA_CHAT_TEMPLATE, OPENBA_SPECIAL } from "../models/openba.js";
-import type { PlannedFile } from "../plan/plan.js";
+import { MegahubError } from "../../errors.js";
+import { parseSentencePieceModel } from "../../formats/sentencepiece/model.js";
+import { OPENBA_CHAT_TEMPLATE, OPENBA_SPECIAL } from "./spec.js";
+import type { PlannedFile } from "../../plan/plan.js";
 
 export interface TokenizerFacts {
   spSize: number;

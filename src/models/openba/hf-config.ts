@@ -1,8 +1,8 @@
-import { argNumber } from "../formats/megatron/read.js";
-import type { PyCall } from "../formats/torch/values.js";
-import { OPENBA_REMOTE_CODE_REPO, OPENBA_SPECIAL } from "../models/openba.js";
-import type { OpenbaDims } from "../models/openba-dims.js";
-import { DTYPES, type Dtype } from "../tensors/dtypes.js";
+import { argNumber } from "../../formats/megatron/read.js";
+import type { PyCall } from "../../formats/torch/values.js";
+import { OPENBA_REMOTE_CODE_REPO, OPENBA_SPECIAL } from "./spec.js";
+import type { OpenbaDims } from "./dims.js";
+import { DTYPES, type Dtype } from "../../tensors/dtypes.js";
 
 const TRANSFORMERS_VERSION = "4.31.0";
 

@@ -1,15 +1,15 @@
 import { resolve } from "node:path";
-import { openMegatron } from "../formats/megatron/read.js";
-import { safetensorsHeader } from "../formats/safetensors/write.js";
-import { PyDict, type PyValue } from "../formats/torch/values.js";
-import { countParams } from "../models/openba-dims.js";
-import { OPENBA_SPECIAL } from "../models/openba.js";
-import type { ExecuteResult } from "../plan/execute.js";
-import { summarizePlan, type PlanSummary } from "../plan/plan.js";
-import { runPlan } from "../plan/run.js";
+import { openMegatron } from "../../formats/megatron/read.js";
+import { safetensorsHeader } from "../../formats/safetensors/write.js";
+import { PyDict, type PyValue } from "../../formats/torch/values.js";
+import { countParams } from "../../models/openba/dims.js";
+import { OPENBA_SPECIAL } from "../../models/openba/spec.js";
+import type { ExecuteResult } from "../../plan/execute.js";
+import { summarizePlan, type PlanSummary } from "../../plan/plan.js";
+import { runPlan } from "../../plan/run.js";
 import { megatronGlobalModel } from "./global-model.js";
 import { planMegatronFiles } from "./megatron-write.js";
-import { planTokenizerFiles } from "./openba-tokenizer.js";
+import { planTokenizerFiles } from "../../models/openba/tokenizer.js";
 
 export interface ReshardJob {
   input: string;

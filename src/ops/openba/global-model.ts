@@ -1,10 +1,10 @@
-import { MegahubError } from "../errors.js";
-import { argNumber, type MegatronCheckpoint, type MegatronShard } from "../formats/megatron/read.js";
-import type { PyCall } from "../formats/torch/values.js";
-import { OPENBA, OPENBA_GLOBAL_PARAMS, OPENBA_LAYER_PARAMS } from "../models/openba.js";
-import { detectDims, layerIndices, type OpenbaDims } from "../models/openba-dims.js";
-import type { Stack, TpKind } from "../models/spec.js";
-import { concat, type Recipe } from "../plan/recipe.js";
+import { MegahubError } from "../../errors.js";
+import { argNumber, type MegatronCheckpoint, type MegatronShard } from "../../formats/megatron/read.js";
+import type { PyCall } from "../../formats/torch/values.js";
+import { OPENBA, OPENBA_GLOBAL_PARAMS, OPENBA_LAYER_PARAMS } from "../../models/openba/spec.js";
+import { detectDims, layerIndices, type OpenbaDims } from "../../models/openba/dims.js";
+import type { Stack, TpKind } from "../../models/openba/types.js";
+import { concat, type Recipe } from "../../plan/recipe.js";
 
 /**
  * A whole model as global (TP-merged) tensors under their Megatron names, each a lazy recipe. Every converter goes

@@ -4,9 +4,9 @@ import { readFile, stat } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { availableParallelism } from "node:os";
 import { createGunzip } from "node:zlib";
-import { MegahubError } from "../errors.js";
-import { parseSentencePieceModel, type SentencePieceModel } from "../formats/sentencepiece/model.js";
-import { inlineSink, workerSink } from "./prune-vocab-pool.js";
+import { MegahubError } from "../../errors.js";
+import { parseSentencePieceModel, type SentencePieceModel } from "../../formats/sentencepiece/model.js";
+import { inlineSink, workerSink } from "./pool.js";
 
 /**
  * Google's sentencepiece, compiled to WebAssembly (@agnai/sentencepiece-js, the build `generate` already uses), for

@@ -1,14 +1,14 @@
-import { MegahubError } from "../errors.js";
-import { OPENBA_GLOBAL_PARAMS, OPENBA_LAYER_PARAMS } from "../models/openba.js";
-import type { OpenbaDims } from "../models/openba-dims.js";
-import type { Stack } from "../models/spec.js";
-import { select, type Recipe } from "../plan/recipe.js";
-import { megatronKey, type GlobalModel } from "./global-model.js";
-import type { LayerMasks, PruneMasks, ResolvedPrune } from "./prune-masks.js";
+import { MegahubError } from "../../errors.js";
+import { OPENBA_GLOBAL_PARAMS, OPENBA_LAYER_PARAMS } from "../../models/openba/spec.js";
+import type { OpenbaDims } from "../../models/openba/dims.js";
+import type { Stack } from "../../models/openba/types.js";
+import { select, type Recipe } from "../../plan/recipe.js";
+import { megatronKey, type GlobalModel } from "../openba/global-model.js";
+import type { LayerMasks, PruneMasks, ResolvedPrune } from "./masks.js";
 
-export { chooseLayersToDrop, DEFAULT_SEED, placeholderMasks, Prng, randomMasks, resolvePrune } from "./prune-masks.js";
-export type { LayerMasks, PruneMasks, PruneStrategy, PruneTarget, ResolvedPrune } from "./prune-masks.js";
-export { magnitudeMasks, topK } from "./prune-magnitude.js";
+export { chooseLayersToDrop, DEFAULT_SEED, placeholderMasks, Prng, randomMasks, resolvePrune } from "./masks.js";
+export type { LayerMasks, PruneMasks, PruneStrategy, PruneTarget, ResolvedPrune } from "./masks.js";
+export { magnitudeMasks, topK } from "./magnitude.js";
 
 /** The masks manifest written beside every pruned output. */
 export const MASKS_FILE = "prune-masks.json";

@@ -1,14 +1,14 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { MegahubError } from "../errors.js";
-import { FileSource } from "../io/byte-source.js";
-import { OPENBA, OPENBA_GLOBAL_PARAMS, OPENBA_LAYER_PARAMS } from "../models/openba.js";
-import type { Stack } from "../models/spec.js";
-import { blocks } from "../plan/execute.js";
-import { readTensor, select, type Recipe } from "../plan/recipe.js";
-import { castBytes } from "../tensors/cast.js";
+import { MegahubError } from "../../errors.js";
+import { FileSource } from "../../io/byte-source.js";
+import { OPENBA, OPENBA_GLOBAL_PARAMS, OPENBA_LAYER_PARAMS } from "../../models/openba/spec.js";
+import type { Stack } from "../../models/openba/types.js";
+import { blocks } from "../../plan/execute.js";
+import { readTensor, select, type Recipe } from "../../plan/recipe.js";
+import { castBytes } from "../../tensors/cast.js";
 import { megatronKey, type GlobalModel } from "./global-model.js";
-import { readModelDir } from "../verify/model-dir.js";
+import { readModelDir } from "../../verify/model-dir.js";
 
 export interface HfModel {
   model: GlobalModel;

@@ -1,4 +1,4 @@
-import type { ArchSpec, GlobalParam, LayerParam, Stack } from "./spec.js";
+import type { ArchSpec, GlobalParam, LayerParam, Stack } from "./types.js";
 
 const BOTH: readonly Stack[] = ["encoder", "decoder"];
 const DEC: readonly Stack[] = ["decoder"];

@@ -1,26 +1,26 @@
 import { stat } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
-import { MegahubError } from "../errors.js";
-import { argNumber } from "../formats/megatron/read.js";
-import { safetensorsHeader } from "../formats/safetensors/write.js";
-import { assertWritableTarget, writeFileAtomic } from "../io/atomic.js";
-import { OPENBA_CHAT_TEMPLATE, OPENBA_SPECIAL } from "../models/openba.js";
-import { countParams, paddedVocab } from "../models/openba-dims.js";
-import type { ExecuteResult } from "../plan/execute.js";
-import { summarizePlan, type Plan, type PlannedFile, type PlanSummary } from "../plan/plan.js";
-import { runPlan } from "../plan/run.js";
-import { resolveChatTemplate } from "../verify/chat-template.js";
-import type { GlobalModel } from "./global-model.js";
-import { openModel, type ModelSource } from "./open-model.js";
-import { DEFAULT_DIVISIBLE_BY, planMegatronFiles } from "./megatron-write.js";
-import { planHfFiles } from "./megatron-to-hf.js";
-import { idMapJson, ID_MAP_FILE, planVocabRemap, remapModel, vocabParams, type VocabRemap } from "./prune-vocab-remap.js";
-import { renderVocabReportHtml, type VocabReport } from "./prune-vocab-report.js";
-import { chatTemplatePieces, nonNormalPieces, readKeepTokens, selectPieces, type ForcedPieces, type KeepRule } from "./prune-vocab-select.js";
-import { checkPrunable, prunedSentencePiece, prunedTokenizerFiles } from "./prune-vocab-tokenizer.js";
-import { synthesizedArgs } from "./to-megatron.js";
-import { readFrequencies } from "./prune-vocab-freq.js";
-import { countCorpus, openSentencePiece, type SentencePieceEncoder } from "./vocab-count.js";
+import { MegahubError } from "../../errors.js";
+import { argNumber } from "../../formats/megatron/read.js";
+import { safetensorsHeader } from "../../formats/safetensors/write.js";
+import { assertWritableTarget, writeFileAtomic } from "../../io/atomic.js";
+import { OPENBA_CHAT_TEMPLATE, OPENBA_SPECIAL } from "../../models/openba/spec.js";
+import { countParams, paddedVocab } from "../../models/openba/dims.js";
+import type { ExecuteResult } from "../../plan/execute.js";
+import { summarizePlan, type Plan, type PlannedFile, type PlanSummary } from "../../plan/plan.js";
+import { runPlan } from "../../plan/run.js";
+import { resolveChatTemplate } from "../../verify/chat-template.js";
+import type { GlobalModel } from "../openba/global-model.js";
+import { openModel, type ModelSource } from "../openba/open-model.js";
+import { DEFAULT_DIVISIBLE_BY, planMegatronFiles } from "../openba/megatron-write.js";
+import { planHfFiles } from "../openba/megatron-to-hf.js";
+import { idMapJson, ID_MAP_FILE, planVocabRemap, remapModel, vocabParams, type VocabRemap } from "./remap.js";
+import { renderVocabReportHtml, type VocabReport } from "./report.js";
+import { chatTemplatePieces, nonNormalPieces, readKeepTokens, selectPieces, type ForcedPieces, type KeepRule } from "./select.js";
+import { checkPrunable, prunedSentencePiece, prunedTokenizerFiles } from "./tokenizer.js";
+import { synthesizedArgs } from "../openba/to-megatron.js";
+import { readFrequencies } from "./freq.js";
+import { countCorpus, openSentencePiece, type SentencePieceEncoder } from "./count.js";
 
 /** A `megahub prune-vocab` run. */
 export interface PruneVocabJob {

@@ -1,11 +1,11 @@
 import { resolve } from "node:path";
-import { safetensorsHeader } from "../formats/safetensors/write.js";
-import { PyGlobal, type PyValue } from "../formats/torch/values.js";
-import { countParams } from "../models/openba-dims.js";
-import type { ExecuteResult } from "../plan/execute.js";
-import { summarizePlan, type PlanSummary } from "../plan/plan.js";
-import { runPlan } from "../plan/run.js";
-import { DTYPES } from "../tensors/dtypes.js";
+import { safetensorsHeader } from "../../formats/safetensors/write.js";
+import { PyGlobal, type PyValue } from "../../formats/torch/values.js";
+import { countParams } from "../../models/openba/dims.js";
+import type { ExecuteResult } from "../../plan/execute.js";
+import { summarizePlan, type PlanSummary } from "../../plan/plan.js";
+import { runPlan } from "../../plan/run.js";
+import { DTYPES } from "../../tensors/dtypes.js";
 import { openHfModel } from "./hf-global.js";
 import { planMegatronFiles } from "./megatron-write.js";
 

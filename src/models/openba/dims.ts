@@ -1,6 +1,6 @@
-import { MegahubError } from "../errors.js";
-import { OPENBA_GLOBAL_PARAMS, OPENBA_LAYER_PARAMS } from "./openba.js";
-import type { Stack } from "./spec.js";
+import { MegahubError } from "../../errors.js";
+import { OPENBA_GLOBAL_PARAMS, OPENBA_LAYER_PARAMS } from "./spec.js";
+import type { Stack } from "./types.js";
 
 export interface OpenbaDims {
   hidden: number;

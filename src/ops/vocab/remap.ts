@@ -1,7 +1,7 @@
-import { MegahubError } from "../errors.js";
-import { countParams, paddedVocab, type OpenbaDims, type ParamCounts } from "../models/openba-dims.js";
-import { select, type Recipe } from "../plan/recipe.js";
-import type { GlobalModel } from "./global-model.js";
+import { MegahubError } from "../../errors.js";
+import { countParams, paddedVocab, type OpenbaDims, type ParamCounts } from "../../models/openba/dims.js";
+import { select, type Recipe } from "../../plan/recipe.js";
+import type { GlobalModel } from "../openba/global-model.js";
 
 /** The two vocabulary-indexed tensors of OpenBA (Megatron names); HF's lm_head.weight is written from the first. */
 export const VOCAB_TENSORS = ["language_model.embedding.word_embeddings.weight", "lm_head.bias"] as const;

@@ -1,20 +1,20 @@
-import { MegahubError } from "../errors.js";
-import { safetensorsHeader } from "../formats/safetensors/write.js";
-import { assertWritableTarget } from "../io/atomic.js";
-import { countParams, type OpenbaDims, type ParamCounts } from "../models/openba-dims.js";
-import type { ExecuteResult } from "../plan/execute.js";
-import type { LineageStep } from "../plan/manifest.js";
-import { summarizePlan, type Plan, type PlanSummary } from "../plan/plan.js";
-import { runPlan } from "../plan/run.js";
-import type { GlobalModel } from "./global-model.js";
-import { openModel, type ModelSource } from "./open-model.js";
-import { planMegatronFiles } from "./megatron-write.js";
-import { planHfFiles, type DtypeOption } from "./megatron-to-hf.js";
-import { planTokenizerFiles } from "./openba-tokenizer.js";
-import { magnitudeMasks } from "./prune-magnitude.js";
-import { DEFAULT_SEED, placeholderMasks, randomMasks, resolvePrune, type PruneMasks, type PruneStrategy, type PruneTarget, type ResolvedPrune } from "./prune-masks.js";
-import { applyPruneMasks, MASKS_FILE, masksFromManifest, masksManifest, type MasksManifest } from "./prune-structure.js";
-import { synthesizedArgs } from "./to-megatron.js";
+import { MegahubError } from "../../errors.js";
+import { safetensorsHeader } from "../../formats/safetensors/write.js";
+import { assertWritableTarget } from "../../io/atomic.js";
+import { countParams, type OpenbaDims, type ParamCounts } from "../../models/openba/dims.js";
+import type { ExecuteResult } from "../../plan/execute.js";
+import type { LineageStep } from "../../plan/manifest.js";
+import { summarizePlan, type Plan, type PlanSummary } from "../../plan/plan.js";
+import { runPlan } from "../../plan/run.js";
+import type { GlobalModel } from "../openba/global-model.js";
+import { openModel, type ModelSource } from "../openba/open-model.js";
+import { planMegatronFiles } from "../openba/megatron-write.js";
+import { planHfFiles, type DtypeOption } from "../openba/megatron-to-hf.js";
+import { planTokenizerFiles } from "../../models/openba/tokenizer.js";
+import { magnitudeMasks } from "./magnitude.js";
+import { DEFAULT_SEED, placeholderMasks, randomMasks, resolvePrune, type PruneMasks, type PruneStrategy, type PruneTarget, type ResolvedPrune } from "./masks.js";
+import { applyPruneMasks, MASKS_FILE, masksFromManifest, masksManifest, type MasksManifest } from "./structure.js";
+import { synthesizedArgs } from "../openba/to-megatron.js";
 
 /** A `megahub prune` run: source, target, strategy and output. */
 export interface PruneJob extends PruneTarget {

@@ -1,16 +1,16 @@
-import { MegahubError } from "../errors.js";
-import type { MegatronCheckpoint } from "../formats/megatron/read.js";
-import { DEFAULT_MAX_SHARD_BYTES, planSafetensorsShards } from "../formats/safetensors/write.js";
-import { OPENBA, OPENBA_GLOBAL_PARAMS, OPENBA_LAYER_PARAMS } from "../models/openba.js";
-import { countParams, type OpenbaDims, type ParamCounts } from "../models/openba-dims.js";
-import type { Stack } from "../models/spec.js";
-import type { Plan, PlannedFile, PlannedTensor } from "../plan/plan.js";
-import { cast, concat, type Recipe } from "../plan/recipe.js";
-import { canCast } from "../tensors/cast.js";
-import type { Dtype } from "../tensors/dtypes.js";
+import { MegahubError } from "../../errors.js";
+import type { MegatronCheckpoint } from "../../formats/megatron/read.js";
+import { DEFAULT_MAX_SHARD_BYTES, planSafetensorsShards } from "../../formats/safetensors/write.js";
+import { OPENBA, OPENBA_GLOBAL_PARAMS, OPENBA_LAYER_PARAMS } from "../../models/openba/spec.js";
+import { countParams, type OpenbaDims, type ParamCounts } from "../../models/openba/dims.js";
+import type { Stack } from "../../models/openba/types.js";
+import type { Plan, PlannedFile, PlannedTensor } from "../../plan/plan.js";
+import { cast, concat, type Recipe } from "../../plan/recipe.js";
+import { canCast } from "../../tensors/cast.js";
+import type { Dtype } from "../../tensors/dtypes.js";
 import { megatronGlobalModel, megatronKey, type GlobalModel } from "./global-model.js";
-import { generationConfig, hfConfig } from "./openba-config.js";
-import { planTokenizerFiles, type TokenizerFacts } from "./openba-tokenizer.js";
+import { generationConfig, hfConfig } from "../../models/openba/hf-config.js";
+import { planTokenizerFiles, type TokenizerFacts } from "../../models/openba/tokenizer.js";
 
 export type DtypeOption = "keep" | "fp16" | "bf16" | "fp32";
 export const DTYPE_OPTIONS: Record<DtypeOption, Dtype | undefined> = { keep: undefined, fp16: "F16", bf16: "BF16", fp32: "F32" };

@@ -1,9 +1,9 @@
 import { readFile } from "node:fs/promises";
-import { MegahubError } from "../errors.js";
-import { PieceType, type SentencePieceModel } from "../formats/sentencepiece/model.js";
-import { OPENBA_SPECIAL } from "../models/openba.js";
-import { renderChatTemplate, type ChatMessage } from "../verify/chat-template.js";
-import { splitOnSpecials } from "../verify/tokenizer.js";
+import { MegahubError } from "../../errors.js";
+import { PieceType, type SentencePieceModel } from "../../formats/sentencepiece/model.js";
+import { OPENBA_SPECIAL } from "../../models/openba/spec.js";
+import { renderChatTemplate, type ChatMessage } from "../../verify/chat-template.js";
+import { splitOnSpecials } from "../../verify/tokenizer.js";
 
 /** How many pieces to keep: a count, or the smallest set that covers a share of the corpus tokens. */
 export type KeepRule = { kind: "keep"; pieces: number } | { kind: "coverage"; share: number };

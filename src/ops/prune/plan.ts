@@ -1,8 +1,8 @@
 import { readFile } from "node:fs/promises";
-import { MegahubError } from "../errors.js";
-import { OPENBA_REMOTE_CODE_REPO } from "../models/openba.js";
-import { countParams, type OpenbaDims, type ParamCounts } from "../models/openba-dims.js";
-import { resolvePrune, type PruneTarget, type ResolvedPrune } from "./prune-masks.js";
+import { MegahubError } from "../../errors.js";
+import { OPENBA_REMOTE_CODE_REPO } from "../../models/openba/spec.js";
+import { countParams, type OpenbaDims, type ParamCounts } from "../../models/openba/dims.js";
+import { resolvePrune, type PruneTarget, type ResolvedPrune } from "./masks.js";
 
 /** `--plan`: parameter counts before and after a prune, from dims alone (no weight is read). */
 export interface ParamPlan {

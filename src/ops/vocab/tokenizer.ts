@@ -2,10 +2,10 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BinaryReader, BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
-import { MegahubError } from "../errors.js";
-import { PieceType, serializeSentencePieceModel, type SentencePieceModel } from "../formats/sentencepiece/model.js";
-import type { PlannedFile } from "../plan/plan.js";
-import { planTokenizerFiles, type TokenizerFacts } from "./openba-tokenizer.js";
+import { MegahubError } from "../../errors.js";
+import { PieceType, serializeSentencePieceModel, type SentencePieceModel } from "../../formats/sentencepiece/model.js";
+import type { PlannedFile } from "../../plan/plan.js";
+import { planTokenizerFiles, type TokenizerFacts } from "../../models/openba/tokenizer.js";
 
 /** sentencepiece_model.proto field numbers this module reads or rewrites. */
 const MODEL_TRAINER_SPEC = 2;

@@ -1,6 +1,6 @@
-import type { ParamCounts } from "../models/openba-dims.js";
-import type { VocabParams, VocabSizes } from "./prune-vocab-remap.js";
-import type { CoveragePoint, KeepRule } from "./prune-vocab-select.js";
+import type { ParamCounts } from "../../models/openba/dims.js";
+import type { VocabParams, VocabSizes } from "./remap.js";
+import type { CoveragePoint, KeepRule } from "./select.js";
 
 /** Everything the vocabulary-pruning report shows; the same object is the `--json` result's `report`. */
 export interface VocabReport {

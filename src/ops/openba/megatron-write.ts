@@ -1,15 +1,15 @@
-import { MegahubError } from "../errors.js";
-import { iterationDirName, rankDirName } from "../formats/megatron/discover.js";
-import { argNumber } from "../formats/megatron/read.js";
-import { newTensor, torchFileForPlan, type PlannedTorchTensor } from "../formats/torch/save.js";
-import { PyCall, PyDict, PyFloat, PyGlobal, PyTuple, type PyValue } from "../formats/torch/values.js";
-import { bytesSource } from "../io/byte-source.js";
-import { OPENBA_GLOBAL_PARAMS, OPENBA_LAYER_PARAMS } from "../models/openba.js";
-import { paddedVocab, type OpenbaDims } from "../models/openba-dims.js";
-import type { Stack, TpKind } from "../models/spec.js";
-import type { Plan, PlannedFile } from "../plan/plan.js";
-import { castBytes } from "../tensors/cast.js";
-import { concat, readTensor, select, type Recipe } from "../plan/recipe.js";
+import { MegahubError } from "../../errors.js";
+import { iterationDirName, rankDirName } from "../../formats/megatron/discover.js";
+import { argNumber } from "../../formats/megatron/read.js";
+import { newTensor, torchFileForPlan, type PlannedTorchTensor } from "../../formats/torch/save.js";
+import { PyCall, PyDict, PyFloat, PyGlobal, PyTuple, type PyValue } from "../../formats/torch/values.js";
+import { bytesSource } from "../../io/byte-source.js";
+import { OPENBA_GLOBAL_PARAMS, OPENBA_LAYER_PARAMS } from "../../models/openba/spec.js";
+import { paddedVocab, type OpenbaDims } from "../../models/openba/dims.js";
+import type { Stack, TpKind } from "../../models/openba/types.js";
+import type { Plan, PlannedFile } from "../../plan/plan.js";
+import { castBytes } from "../../tensors/cast.js";
+import { concat, readTensor, select, type Recipe } from "../../plan/recipe.js";
 import { megatronKey, paramOf, TP_KIND, type GlobalModel } from "./global-model.js";
 
 export const DEFAULT_DIVISIBLE_BY = 128;

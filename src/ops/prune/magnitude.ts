@@ -1,12 +1,12 @@
-import { MegahubError } from "../errors.js";
-import { OPENBA_GLOBAL_PARAMS, OPENBA_LAYER_PARAMS } from "../models/openba.js";
-import type { Stack } from "../models/spec.js";
-import { blocks, DEFAULT_BLOCK_BYTES } from "../plan/execute.js";
-import { recipeBytes, type Recipe } from "../plan/recipe.js";
-import { bf16ToF32, castBytes, f16ToF32, type CastStats } from "../tensors/cast.js";
-import { DTYPES, type Dtype } from "../tensors/dtypes.js";
-import { megatronKey, type GlobalModel } from "./global-model.js";
-import type { LayerMasks, PruneMasks, ResolvedPrune } from "./prune-masks.js";
+import { MegahubError } from "../../errors.js";
+import { OPENBA_GLOBAL_PARAMS, OPENBA_LAYER_PARAMS } from "../../models/openba/spec.js";
+import type { Stack } from "../../models/openba/types.js";
+import { blocks, DEFAULT_BLOCK_BYTES } from "../../plan/execute.js";
+import { recipeBytes, type Recipe } from "../../plan/recipe.js";
+import { bf16ToF32, castBytes, f16ToF32, type CastStats } from "../../tensors/cast.js";
+import { DTYPES, type Dtype } from "../../tensors/dtypes.js";
+import { megatronKey, type GlobalModel } from "../openba/global-model.js";
+import type { LayerMasks, PruneMasks, ResolvedPrune } from "./masks.js";
 
 /** What indexes a tensor dim, as the spec says ("vocab" and "-" are never pruned here). */
 type DimLabel = "hidden" | "heads" | "ffn" | "vocab" | "-";

@@ -1,6 +1,6 @@
 import { createRequire } from "node:module";
 import { Worker } from "node:worker_threads";
-import { MegahubError } from "../errors.js";
+import { MegahubError } from "../../errors.js";
 
 /**
  * Where counted texts go: in this thread, or spread over worker threads. Counts are integers added up, so the

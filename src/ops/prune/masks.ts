@@ -1,6 +1,6 @@
-import { MegahubError } from "../errors.js";
-import type { OpenbaDims } from "../models/openba-dims.js";
-import type { Stack } from "../models/spec.js";
+import { MegahubError } from "../../errors.js";
+import type { OpenbaDims } from "../../models/openba/dims.js";
+import type { Stack } from "../../models/openba/types.js";
 
 /**
  * What to prune to. Every field is optional: an absent width keeps the source's, absent layer options drop nothing.

@@ -1,9 +1,9 @@
 import { resolve } from "node:path";
-import { openMegatron } from "../formats/megatron/read.js";
-import { safetensorsHeader } from "../formats/safetensors/write.js";
-import type { ExecuteResult } from "../plan/execute.js";
-import { runPlan } from "../plan/run.js";
-import { summarizePlan, type PlanSummary } from "../plan/plan.js";
+import { openMegatron } from "../../formats/megatron/read.js";
+import { safetensorsHeader } from "../../formats/safetensors/write.js";
+import type { ExecuteResult } from "../../plan/execute.js";
+import { runPlan } from "../../plan/run.js";
+import { summarizePlan, type PlanSummary } from "../../plan/plan.js";
 import { planMegatronToHf, type ConvertOptions, type ConvertPlan } from "./megatron-to-hf.js";
 
 export interface ConvertJob extends ConvertOptions {

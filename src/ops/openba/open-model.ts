@@ -1,7 +1,7 @@
 import { stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { MegahubError } from "../errors.js";
-import { openMegatron } from "../formats/megatron/read.js";
+import { MegahubError } from "../../errors.js";
+import { openMegatron } from "../../formats/megatron/read.js";
 import { megatronGlobalModel, type GlobalModel } from "./global-model.js";
 import { openHfModel } from "./hf-global.js";
 

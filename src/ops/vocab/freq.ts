@@ -1,8 +1,8 @@
 import { readFile } from "node:fs/promises";
 import { basename } from "node:path";
-import { MegahubError } from "../errors.js";
-import type { SentencePieceModel } from "../formats/sentencepiece/model.js";
-import type { VocabCounts } from "./vocab-count.js";
+import { MegahubError } from "../../errors.js";
+import type { SentencePieceModel } from "../../formats/sentencepiece/model.js";
+import type { VocabCounts } from "./count.js";
 
 const FREQ_MAGIC = "# megahub vocab count v1";
 
