@@ -12,7 +12,8 @@ What:  for every model of fixtures/gpt/cases.json, the case that carries expecte
        Megatron-Core forward stored there: max |diff| <= 1e-4 and top-1 equal at every position.  Then every other
        case of the model must list exactly the same HF tensors (names, dtypes, shapes, sha256) in expected-hf.json,
        and the safetensors must hash to that list.  The demo model's tokenizer must load and give input_ids of the
-       reference's first row for its text.
+       reference's first row for its text.  Negative controls (gate/up swapped, q/k/v split naively, rope scaling
+       dropped, another rope_theta) must each move the logits beyond the tolerance, so the comparison can fail.
 """
 import argparse
 import hashlib
@@ -55,12 +56,7 @@ def check_model(gdir, mname, info, cases, problems):
                 problems.append(f"{n}: HF tensors differ from {case}'s")
             if other["config"] != exp["config"]:
                 problems.append(f"{n}: HF config differs from {case}'s")
-    with tempfile.TemporaryDirectory() as d:
-        with open(os.path.join(d, "config.json"), "w") as f:
-            json.dump(exp["config"], f, indent=1)
-        save_file(tensors, os.path.join(d, "model.safetensors"), metadata={"format": "pt"})
-        model, load_info = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, output_loading_info=True)
-    model.eval()
+    model, load_info = load_hf(exp["config"], tensors)
     cls = type(model).__name__
     if cls != exp["architecture"]:
         problems.append(f"{mname}: transformers built {cls}, expected {exp['architecture']}")
@@ -90,7 +86,55 @@ def check_model(gdir, mname, info, cases, problems):
             problems.append(f"{mname}: tokenizer gives {ids} (len {len(tok)}), reference row 0 is "
                             f"{ref['input_ids'][0].tolist()} (vocab {info['true_vocab']})")
         res["tokenizer_len"] = len(tok)
+    res["controls"] = controls(exp["config"], tensors, ref, want, info, problems, mname)
     return res
+
+
+def load_hf(config, tensors):
+    with tempfile.TemporaryDirectory() as d:
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump(config, f, indent=1)
+        save_file(tensors, os.path.join(d, "model.safetensors"), metadata={"format": "pt"})
+        model, info = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, output_loading_info=True)
+    return model.eval(), info
+
+
+def controls(config, tensors, ref, want, info, problems, mname):
+    """Negative controls: the layout mistakes a converter can make must move the logits far beyond the tolerance,
+    or the comparison above would prove nothing.  Returns {mistake: max |logit diff| vs the reference}."""
+    t = {k: v.clone() for k, v in tensors.items()}
+    out = {}
+
+    def run(name, tt, cfg=config):
+        m, _ = load_hf(cfg, tt)
+        with torch.no_grad():
+            out[name] = float((m(input_ids=ref["input_ids"]).logits.float() - want).abs().max())
+
+    p = "model.layers.0."
+    sw = dict(t)
+    sw[p + "mlp.gate_proj.weight"], sw[p + "mlp.up_proj.weight"] = t[p + "mlp.up_proj.weight"], t[p + "mlp.gate_proj.weight"]
+    run("gate/up swapped (layer 0)", sw)
+    nh, ng, d = config["num_attention_heads"], config["num_key_value_heads"], config["head_dim"]
+    if 1 < ng < nh:
+        # re-fuse q/k/v in Megatron's per-group order, then split it naively as [all q; all k; all v] (with one
+        # group, or with MHA where q/k/v stay whole per head group, the orders coincide or differ per head: skip)
+        q, k, v = t[p + "self_attn.q_proj.weight"], t[p + "self_attn.k_proj.weight"], t[p + "self_attn.v_proj.weight"]
+        per = nh // ng
+        fused = torch.cat([torch.cat([q.view(ng, per * d, -1)[g], k.view(ng, d, -1)[g], v.view(ng, d, -1)[g]])
+                           for g in range(ng)])
+        nv = dict(t)
+        nv[p + "self_attn.q_proj.weight"] = fused[:nh * d].contiguous()
+        nv[p + "self_attn.k_proj.weight"] = fused[nh * d:(nh + ng) * d].contiguous()
+        nv[p + "self_attn.v_proj.weight"] = fused[(nh + ng) * d:].contiguous()
+        run("naive q/k/v split (layer 0)", nv)
+    if config.get("rope_scaling"):
+        run("rope_scaling dropped", t, {k: v for k, v in config.items() if k != "rope_scaling"})
+    cfg = dict(config, rope_theta=10000.0) if config["rope_theta"] != 10000.0 else dict(config, rope_theta=500000.0)
+    run("rope_theta changed", t, cfg)
+    for name, dv in out.items():
+        if not dv > TOL:
+            problems.append(f"{mname}: control '{name}' moved the logits only {dv:.3g} (<= {TOL}): no proof")
+    return out
 
 
 def main():
@@ -108,6 +152,7 @@ def main():
         r = results[mname]
         print(f"{mname:6s} {r['case']:10s} {r['class']:17s} max|diff| {r.get('max_abs_diff', float('nan')):.3g} "
               f"top-1 {r.get('top1_agreement', 0):.3f} ({r.get('positions')} positions, vocab {r.get('vocab')})")
+        print("       controls: " + ", ".join(f"{k} {v:.3g}" for k, v in r.get("controls", {}).items()))
     out = {"torch": torch.__version__, "transformers": transformers.__version__, "tolerance": TOL,
            "models": results, "problems": problems}
     if a.json:
