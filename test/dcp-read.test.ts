@@ -5,7 +5,7 @@ import { isMegahubError, type MegahubError } from "../src/errors.js";
 import { parseDcpMetadata } from "../src/formats/torch-dcp/metadata.js";
 import { openDcp } from "../src/formats/torch-dcp/read.js";
 import { loadTorch } from "../src/formats/torch/load.js";
-import { PyList } from "../src/formats/torch/values.js";
+import { PyDict, PyList } from "../src/formats/torch/values.js";
 import type { ByteSource } from "../src/io/byte-source.js";
 import { fsTree, type Tree } from "../src/io/tree.js";
 import { leaves } from "../src/plan/recipe.js";
@@ -315,5 +315,64 @@ describe("seeded mutation loops: every outcome is a result or a MegahubError", (
     }
     expect(tally.error).toBeGreaterThan(20);
     rmSync(dir, { recursive: true });
+  });
+});
+
+describe(`.metadata variants of other torch / Megatron-Core versions${NO_REF}`, () => {
+  // Each variant is made from a real file by torch itself (re-pickled), and torch 2.13 must still load it.
+  const variants: [string, string][] = [
+    ["protocol 2", "proto = 2"],
+    ["torch 2.0-2.3 Metadata (no storage_meta, no version)", "del md.storage_meta\ndel md.version"],
+    [
+      "torch <= 2.2 TensorProperties from torch.distributed._shard",
+      "from torch.distributed._shard.sharded_tensor.metadata import TensorProperties as Old\nfor v in md.state_dict_metadata.values():\n    if hasattr(v, 'properties'):\n        v.properties = Old(dtype=v.properties.dtype)",
+    ],
+    [
+      "Megatron < 0.14 MCoreMetadata with mcore_data",
+      "n = MCoreMetadata(md.state_dict_metadata, md.planner_data, md.storage_data)\nn.mcore_data = {'decoder.layers.0.mlp.linear_fc2.weight': {'nd_reformulated_orig_global_shape': (16, 24)}}\nmd = n",
+    ],
+    ["torch's dcp.save planner_data mapping", "md.planner_data = {k: (k,) for k in md.state_dict_metadata}"],
+  ];
+  const made = new Map<string, string>();
+  beforeAll(() => {
+    if (!HAS_REF) return;
+    const jobs = variants.map(([what, edit]) => {
+      const dir = copyDcp("gpt-tp2-perlayer");
+      made.set(what, dir);
+      return [dir, edit];
+    });
+    runRefPython(
+      `${PY_DCP_PRELUDE}
+for d, edit in json.loads(sys.argv[1]):
+    with open(os.path.join(d, '.metadata'), 'rb') as f:
+        md = pickle.load(f)
+    proto = 4
+    exec(edit)
+    with open(os.path.join(d, '.metadata'), 'wb') as f:
+        pickle.dump(md, f, protocol=proto)`,
+      [JSON.stringify(jobs)],
+    );
+  });
+  afterAll(() => {
+    for (const dir of made.values()) rmSync(dir, { recursive: true, force: true });
+  });
+  it.skipIf(!HAS_REF)("every variant reads bit-exactly equal to torch's own reading of it", async () => {
+    const reference = await ourPicture(dcpDir("gpt-tp2-perlayer"));
+    for (const [what] of variants) {
+      const dir = made.get(what) as string;
+      const dcp = await openDcp(dir);
+      expect(dcp.metadata.unknownGlobals, what).toEqual([]);
+      if (what.startsWith("Megatron")) {
+        expect(dcp.metadata.className).toBe("megatron.core.dist_checkpointing.strategies.torch.MCoreMetadata");
+        expect(dcp.metadata.mcoreData).toBeInstanceOf(PyDict);
+      }
+      if (what.startsWith("torch 2.0")) expect(dcp.metadata.version).toBeUndefined();
+      if (what.startsWith("torch's")) expect(dcp.metadata.plannerData).toBe("mapping");
+      if (what.startsWith("torch <= 2.2")) expect(dcp.metadata.globals).toContain("torch.distributed._shard.sharded_tensor.metadata.MEM_FORMAT_ENCODING");
+      if (what === "protocol 2") expect([...readFileSync(join(dir, ".metadata")).subarray(0, 2)]).toEqual([0x80, 2]);
+      expect(await ourPicture(dcp), what).toEqual(reference);
+      await dcp.close();
+      expect(torchPicture(dir), what).toEqual(reference);
+    }
   });
 });
