@@ -4,7 +4,7 @@
  * CRC in a data descriptor after the data, a ZIP64 end record always — so every size is known from the record
  * sizes alone and the file is written front to back without seeking.
  */
-import { open, rm } from "node:fs/promises";
+import { open, rm, type FileHandle } from "node:fs/promises";
 import * as zlib from "node:zlib";
 import { MegahubError } from "../../errors.js";
 
@@ -166,46 +166,62 @@ function tableCrc32(data: Uint8Array, value: number): number {
  * On failure the partial file is removed.
  */
 export async function writeZip(path: string, records: readonly ZipRecord[], options: ZipOptions = {}): Promise<number> {
-  const layout = zipLayout(records, options);
   const handle = await open(path, "wx");
-  let pos = 0;
-  const write = async (b: Uint8Array) => {
-    let off = 0;
-    while (off < b.byteLength) {
-      const { bytesWritten } = await handle.write(b, off, b.byteLength - off, pos);
-      off += bytesWritten;
-      pos += bytesWritten;
-    }
-  };
   try {
-    const crcs: number[] = [];
-    for (const [i, r] of layout.records.entries()) {
-      await write(localHeader(r));
-      let crc = 0;
-      let n = 0;
-      const data = (records[i] as ZipRecord).data;
-      for await (const block of data instanceof Uint8Array ? [data] : data) {
-        n += block.byteLength;
-        if (n > r.bytes) break;
-        crc = crc32(block, crc);
-        await write(block);
-      }
-      if (n !== r.bytes) {
-        throw new MegahubError("OUTPUT", `record ${r.name}: data has ${n > r.bytes ? "more than" : "only"} ${n} bytes, planned ${r.bytes}`, { file: path });
-      }
-      crcs.push(crc);
-      await write(descriptor(r, crc));
-    }
-    await write(centralDirectory(layout, crcs, options.forceZip64 ?? false));
-    if (pos !== layout.totalBytes) {
-      throw new MegahubError("OUTPUT", `wrote ${pos} bytes, laid out ${layout.totalBytes}`, { file: path });
-    }
+    const written = await writeZipAt(handle, 0, records, options, path);
+    await handle.close();
+    return written;
   } catch (e) {
     await handle.close().catch(() => undefined);
     await rm(path, { force: true });
     throw e;
   }
-  await handle.close();
+}
+
+/**
+ * Writes the archive into an open file starting at byte `base` (offsets inside the archive stay relative to its
+ * start, as for a standalone file): PyTorch DCP embeds one such archive per tensor chunk in its data files.
+ * Returns the archive's size; the caller owns the handle and cleans up on failure.
+ */
+export async function writeZipAt(
+  handle: FileHandle,
+  base: number,
+  records: readonly ZipRecord[],
+  options: ZipOptions = {},
+  path = "<zip>",
+): Promise<number> {
+  const layout = zipLayout(records, options);
+  let pos = 0;
+  const write = async (b: Uint8Array) => {
+    let off = 0;
+    while (off < b.byteLength) {
+      const { bytesWritten } = await handle.write(b, off, b.byteLength - off, base + pos);
+      off += bytesWritten;
+      pos += bytesWritten;
+    }
+  };
+  const crcs: number[] = [];
+  for (const [i, r] of layout.records.entries()) {
+    await write(localHeader(r));
+    let crc = 0;
+    let n = 0;
+    const data = (records[i] as ZipRecord).data;
+    for await (const block of data instanceof Uint8Array ? [data] : data) {
+      n += block.byteLength;
+      if (n > r.bytes) break;
+      crc = crc32(block, crc);
+      await write(block);
+    }
+    if (n !== r.bytes) {
+      throw new MegahubError("OUTPUT", `record ${r.name}: data has ${n > r.bytes ? "more than" : "only"} ${n} bytes, planned ${r.bytes}`, { file: path });
+    }
+    crcs.push(crc);
+    await write(descriptor(r, crc));
+  }
+  await write(centralDirectory(layout, crcs, options.forceZip64 ?? false));
+  if (pos !== layout.totalBytes) {
+    throw new MegahubError("OUTPUT", `wrote ${pos} bytes, laid out ${layout.totalBytes}`, { file: path });
+  }
   return pos;
 }
 
