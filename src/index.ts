@@ -18,7 +18,8 @@ export { DTYPES, type Dtype } from "./tensors/dtypes.js";
 
 // Models and plans
 export { OPENBA, OPENBA_LAYER_PARAMS, OPENBA_GLOBAL_PARAMS, OPENBA_CHAT_TEMPLATE } from "./models/openba/spec.js";
-export { countParams, paddedVocab, type OpenbaDims, type ParamCounts } from "./models/openba/dims.js";
+export { countParams, type OpenbaDims, type ParamCounts } from "./models/openba/dims.js";
+export { paddedVocab } from "./models/vocab-padding.js";
 export { executePlan } from "./plan/execute.js";
 export { summarizePlan, type Plan } from "./plan/plan.js";
 export { readManifest, type Manifest } from "./plan/manifest.js";

@@ -1,7 +1,7 @@
 import { readHfConfigDims } from "../../ops/prune/plan.js";
 import type { PruneVocabJob, PruneVocabResult } from "../../ops/vocab/run.js";
 import { ID_MAP_FILE, prunedRows, vocabParams } from "../../ops/vocab/remap.js";
-import { DEFAULT_DIVISIBLE_BY } from "../../ops/openba/megatron-write.js";
+import { DEFAULT_DIVISIBLE_BY } from "../../models/vocab-padding.js";
 import { MegahubError } from "../../errors.js";
 import { OPENBA_SPECIAL } from "../../models/openba/spec.js";
 import { intOpt, listOpt, stringOpt, type Command, type ParsedValues, parseSize } from "../command.js";

@@ -150,9 +150,3 @@ export function countParams(d: OpenbaDims, tiedHead: boolean): ParamCounts {
   const head = d.vocab + (tiedHead ? 0 : embedding);
   return { embedding, encoder, decoder, head, total: embedding + encoder + decoder + head };
 }
-
-/** Megatron's padded vocabulary: the smallest multiple of divisibleBy × tp that holds every token. */
-export function paddedVocab(trueVocab: number, divisibleBy: number, tp: number): number {
-  const m = divisibleBy * tp;
-  return Math.ceil(trueVocab / m) * m;
-}

@@ -1,5 +1,5 @@
 import { resolve } from "node:path";
-import { planMcoreMegatronFiles, torchDtypeGlobal } from "../../checkpoints/write-megatron-mcore.js";
+import { planMcoreMegatronFiles, torchDtypeGlobal } from "./write-megatron.js";
 import type { MegatronCheckpoint } from "../../formats/megatron/read.js";
 import { safetensorsHeader } from "../../formats/safetensors/write.js";
 import { PyDict, type PyValue } from "../../formats/torch/values.js";

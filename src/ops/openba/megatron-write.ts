@@ -5,14 +5,13 @@ import { newTensor, torchFileForPlan, type PlannedTorchTensor } from "../../form
 import { PyCall, PyDict, PyFloat, PyGlobal, PyTuple, type PyValue } from "../../formats/torch/values.js";
 import { bytesSource } from "../../io/byte-source.js";
 import { OPENBA_GLOBAL_PARAMS, OPENBA_LAYER_PARAMS } from "../../models/openba/spec.js";
-import { paddedVocab, type OpenbaDims } from "../../models/openba/dims.js";
+import type { OpenbaDims } from "../../models/openba/dims.js";
+import { DEFAULT_DIVISIBLE_BY, vocabPlan } from "../../models/vocab-padding.js";
 import type { Stack, TpKind } from "../../models/openba/types.js";
 import type { Plan, PlannedFile } from "../../plan/plan.js";
 import { castBytes } from "../../tensors/cast.js";
-import { concat, readTensor, select, type Recipe } from "../../plan/recipe.js";
+import { readTensor, select, type Recipe } from "../../plan/recipe.js";
 import { megatronKey, paramOf, TP_KIND, type GlobalModel } from "./global-model.js";
-
-export const DEFAULT_DIVISIBLE_BY = 128;
 
 export interface MegatronWriteOptions {
   tp: number;
@@ -95,42 +94,6 @@ function shardOf(r: Recipe, tp: TpKind, rank: number, size: number): Recipe {
   if (n % size !== 0) throw new MegahubError("USAGE", `dim ${dim} of size ${n} does not split into ${size} equal parts`);
   const step = n / size;
   return select(r, dim, range(rank * step, (rank + 1) * step));
-}
-
-export interface VocabPlan {
-  padded: number;
-  note: string;
-  resize(r: Recipe): Recipe;
-}
-
-export function vocabPlan(rows: number, divisibleBy: number, tp: number, trueVocab: number | undefined): VocabPlan {
-  const multiple = divisibleBy * tp;
-  if (trueVocab === undefined) {
-    if (rows % multiple === 0) {
-      return { padded: rows, note: `vocabulary keeps its ${rows} rows (already a multiple of ${divisibleBy} × TP ${tp})`, resize: (r) => r };
-    }
-    throw new MegahubError(
-      "USAGE",
-      `the ${rows} embedding rows are not a multiple of ${divisibleBy} × TP ${tp} = ${multiple}, and the true vocabulary size is unknown: pass --true-vocab-size or --tokenizer`,
-    );
-  }
-  if (trueVocab > rows) throw new MegahubError("USAGE", `true vocabulary ${trueVocab} exceeds the ${rows} embedding rows`);
-  const padded = paddedVocab(trueVocab, divisibleBy, tp);
-  if (padded === rows) {
-    return { padded, note: `vocabulary: ${trueVocab} tokens padded to ${padded} rows (unchanged)`, resize: (r) => r };
-  }
-  if (padded < rows) {
-    return {
-      padded,
-      note: `vocabulary: ${trueVocab} tokens, padding trimmed from ${rows} to ${padded} rows (multiple of ${divisibleBy} × TP ${tp})`,
-      resize: (r) => select(r, 0, range(0, padded)),
-    };
-  }
-  return {
-    padded,
-    note: `vocabulary: ${trueVocab} tokens, padding extended from ${rows} to ${padded} rows by repeating the last real row (${trueVocab - 1}), as Megatron's tools do`,
-    resize: (r) => concat(0, [r, select(r, 0, new Array<number>(padded - rows).fill(trueVocab - 1))]),
-  };
 }
 
 /** Megatron's module layout: module state dicts are OrderedDicts, the containers around them plain dicts. */

@@ -1,5 +1,6 @@
 import { MegahubError } from "../../errors.js";
-import { countParams, paddedVocab, type OpenbaDims, type ParamCounts } from "../../models/openba/dims.js";
+import { countParams, type OpenbaDims, type ParamCounts } from "../../models/openba/dims.js";
+import { paddedVocab } from "../../models/vocab-padding.js";
 import { select, type Recipe } from "../../plan/recipe.js";
 import type { GlobalModel } from "../openba/global-model.js";
 

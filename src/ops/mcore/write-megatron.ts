@@ -1,16 +1,16 @@
-import { DEFAULT_DIVISIBLE_BY, vocabPlan } from "../ops/openba/megatron-write.js";
-import { MegahubError } from "../errors.js";
-import { iterationDirName, rankDirName } from "../formats/megatron/discover.js";
-import { argNumber } from "../formats/megatron/read.js";
-import { newTensor, torchFileForPlan, type PlannedTorchTensor } from "../formats/torch/save.js";
-import { PyCall, PyDict, PyFloat, PyGlobal, PyTuple, type PyValue } from "../formats/torch/values.js";
-import { expand, type ExpandedParam, type ParamRule } from "../models/arch.js";
-import type { McoreModel } from "../models/mcore-global.js";
-import { GPT_EXTRA_STATE } from "../models/gpt/spec.js";
-import { splitTp } from "../models/parallel.js";
-import type { Plan, PlannedFile } from "../plan/plan.js";
-import type { Recipe } from "../plan/recipe.js";
-import { DTYPES } from "../tensors/dtypes.js";
+import { DEFAULT_DIVISIBLE_BY, vocabPlan } from "../../models/vocab-padding.js";
+import { MegahubError } from "../../errors.js";
+import { iterationDirName, rankDirName } from "../../formats/megatron/discover.js";
+import { argNumber } from "../../formats/megatron/read.js";
+import { newTensor, torchFileForPlan, type PlannedTorchTensor } from "../../formats/torch/save.js";
+import { PyCall, PyDict, PyFloat, PyGlobal, PyTuple, type PyValue } from "../../formats/torch/values.js";
+import { expand, type ExpandedParam, type ParamRule } from "../../models/arch.js";
+import type { McoreModel } from "../../models/mcore-global.js";
+import { GPT_EXTRA_STATE } from "../../models/gpt/spec.js";
+import { splitTp } from "../../models/parallel.js";
+import type { Plan, PlannedFile } from "../../plan/plan.js";
+import type { Recipe } from "../../plan/recipe.js";
+import { DTYPES } from "../../tensors/dtypes.js";
 
 export interface McoreWriteOptions {
   readonly tp: number;
