@@ -48,6 +48,33 @@ const SINGLE_FILE = "model.safetensors";
  * from tensor shapes, and fails with every disagreement listed at once when config.json or a shape does not fit.
  */
 export async function readModelDir(dir: string): Promise<OpenBAModelDir> {
+  const { config, tensors, files } = await readTensorIndex(dir);
+  const dims = deriveDims(tensors, config, dir);
+  checkShapes(tensors, dims, dir);
+  const qkv = tensors.get("encoder.block.0.self_attn.qkv.weight") ?? tensors.get("shared_embedding.weight");
+  return {
+    dir,
+    config,
+    dims,
+    tensors,
+    weightDtype: qkv?.dtype ?? "F32",
+    padId: intField(config, "pad_token_id") ?? 0,
+    eosId: intField(config, "eos_token_id") ?? 1,
+    decoderStartId: intField(config, "decoder_start_token_id") ?? 0,
+    files,
+  };
+}
+
+/** config.json and every tensor's location, from the safetensors headers (no tensor bytes); any architecture. */
+export interface TensorIndex {
+  readonly config: Readonly<Record<string, unknown>>;
+  readonly tensors: Map<string, TensorRef>;
+  /** Shard files in name order. */
+  readonly files: string[];
+}
+
+/** Reads config.json and the safetensors headers of an HF model dir (single file or sharded with an index). */
+export async function readTensorIndex(dir: string): Promise<TensorIndex> {
   const config = await readJson(join(dir, "config.json"));
   const weightMap = await shardMap(dir);
   const tensors = new Map<string, TensorRef>();
@@ -72,20 +99,7 @@ export async function readModelDir(dir: string): Promise<OpenBAModelDir> {
       await source.close();
     }
   }
-  const dims = deriveDims(tensors, config, dir);
-  checkShapes(tensors, dims, dir);
-  const qkv = tensors.get("encoder.block.0.self_attn.qkv.weight") ?? tensors.get("shared_embedding.weight");
-  return {
-    dir,
-    config,
-    dims,
-    tensors,
-    weightDtype: qkv?.dtype ?? "F32",
-    padId: intField(config, "pad_token_id") ?? 0,
-    eosId: intField(config, "eos_token_id") ?? 1,
-    decoderStartId: intField(config, "decoder_start_token_id") ?? 0,
-    files,
-  };
+  return { config, tensors, files };
 }
 
 async function readJson(path: string): Promise<Record<string, unknown>> {
