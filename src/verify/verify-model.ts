@@ -89,12 +89,12 @@ export async function verifyModel(dir: string, options: VerifyOptions): Promise<
     kind = "reference";
     refName = options.reference;
     const ref = await readReference(options.reference, true);
+    checkInputsFit(opened, ref, options.reference);
     if (ref.vocab !== model.dims.vocab) {
       throw new MegahubError("USAGE", `reference logits have ${ref.vocab} columns but the model has ${model.dims.vocab} rows`, {
         file: options.reference,
       });
     }
-    checkInputsFit(opened, ref, options.reference);
     inputs = ref;
     comparison = referenceComparison(options.referencePrecision, ref.computeDtype, model.weightDtype);
     run = await forward(opened, inputs, device, options.onWarning);

@@ -130,27 +130,57 @@ export const layerPrefix = (i: number): string => `model.layers.${i}.`;
  * `dir` names the model in errors.
  */
 export function gptDims(config: Config, tensors: ReadonlyMap<string, WeightRef>, dir: string): GptDims {
-  const family = gptFamilyOf(config);
-  if (family === undefined) throw new MegahubError("MODEL", "config.json names no Llama/Mistral/Qwen2/Qwen3 model", { file: dir });
   const problems: string[] = [];
-  const emb = tensors.get("model.embed_tokens.weight");
-  const hidden = int(config, "hidden_size") ?? emb?.shape[1] ?? 0;
-  const heads = int(config, "num_attention_heads") ?? 0;
+  const dims = configDims(config, dir, problems);
   let layers = 0;
   while (tensors.has(`${layerPrefix(layers)}self_attn.q_proj.weight`)) layers++;
+  if (problems.length === 0 && dims.layers !== layers) problems.push(`num_hidden_layers = ${dims.layers}, but the tensors have ${layers} layers`);
+  if (problems.length === 0) checkTensors(dims, tensors, problems);
+  fail(dims.family, problems, dir);
+  return dims;
+}
+
+/** The dims config.json alone describes (no tensors checked), e.g. to know which tensors a writer must produce. */
+export function gptConfigDims(config: Config, dir: string): GptDims {
+  const problems: string[] = [];
+  const dims = configDims(config, dir, problems);
+  fail(dims.family, problems, dir);
+  return dims;
+}
+
+function fail(family: GptFamily, problems: readonly string[], dir: string): void {
+  if (problems.length === 0) return;
+  const shown = problems.slice(0, 8).join("; ") + (problems.length > 8 ? `; … ${problems.length - 8} more` : "");
+  throw new MegahubError("MODEL", `tensors do not fit ${GPT_ARCHITECTURES[family]}: ${shown}`, { file: dir });
+}
+
+/**
+ * Every field the modeling code reads. Missing size fields are errors, not shape guesses: transformers would fill
+ * them with its class defaults (vocab 32000, hidden 4096 …), which is never what a small dir means.
+ */
+function configDims(config: Config, dir: string, problems: string[]): GptDims {
+  const family = gptFamilyOf(config);
+  if (family === undefined) throw new MegahubError("MODEL", "config.json names no Llama/Mistral/Qwen2/Qwen3 model", { file: dir });
+  const need = (key: string): number => {
+    const v = int(config, key);
+    if (v === undefined || v <= 0) problems.push(`config.json lacks ${key}`);
+    return v ?? 0;
+  };
+  const hidden = need("hidden_size");
+  const heads = need("num_attention_heads");
+  const layers = need("num_hidden_layers");
   const act = config.hidden_act ?? "silu";
   if (act !== "silu") problems.push(`hidden_act "${String(act)}" is not supported (silu is)`);
-  if (heads <= 0) problems.push("config.json lacks num_attention_heads");
   const headDim = int(config, "head_dim") ?? (heads > 0 ? hidden / heads : 0);
   const dims: GptDims = {
     family,
-    vocab: int(config, "vocab_size") ?? emb?.shape[0] ?? 0,
+    vocab: need("vocab_size"),
     hidden,
-    layers: int(config, "num_hidden_layers") ?? layers,
+    layers,
     heads,
     kvHeads: int(config, "num_key_value_heads") ?? heads,
     headDim,
-    ffn: int(config, "intermediate_size") ?? 0,
+    ffn: need("intermediate_size"),
     rmsEps: num(config, "rms_norm_eps") ?? 1e-6,
     rope: ropeOf(config, problems),
     tied: config.tie_word_embeddings === true,
@@ -158,19 +188,13 @@ export function gptDims(config: Config, tensors: ReadonlyMap<string, WeightRef>,
     oBias: (family === "llama" || family === "qwen3") && config.attention_bias === true,
     mlpBias: family === "llama" && config.mlp_bias === true,
     qkNorm: family === "qwen3",
-    slidingWindow: windowsOf(family, config, int(config, "num_hidden_layers") ?? layers),
+    slidingWindow: windowsOf(family, config, layers),
   };
-  if (dims.layers !== layers) problems.push(`num_hidden_layers = ${dims.layers}, but the tensors have ${layers} layers`);
   if (!Number.isSafeInteger(headDim) || headDim <= 0 || headDim % 2 !== 0) {
     problems.push(`head_dim ${headDim} must be a positive even integer (rotate-half RoPE)`);
   }
   if (dims.kvHeads <= 0 || heads % dims.kvHeads !== 0) {
     problems.push(`num_attention_heads ${heads} is not a multiple of num_key_value_heads ${dims.kvHeads}`);
-  }
-  if (problems.length === 0) checkTensors(dims, tensors, problems);
-  if (problems.length > 0) {
-    const shown = problems.slice(0, 8).join("; ") + (problems.length > 8 ? `; … ${problems.length - 8} more` : "");
-    throw new MegahubError("MODEL", `tensors do not fit ${GPT_ARCHITECTURES[family]}: ${shown}`, { file: dir });
   }
   return dims;
 }
