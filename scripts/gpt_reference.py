@@ -141,7 +141,8 @@ def make(root):
         for dtype in dtypes:
             name = f"{family}-{dtype}"
             d = os.path.join(root, name)
-            model.to(getattr(torch, dtype)).save_pretrained(d)
+            # bf16 dirs are sharded (index + several files), so external data into many shards is exercised too.
+            model.to(getattr(torch, dtype)).save_pretrained(d, max_shard_size="60KB" if dtype == "bfloat16" else "1GB")
             tok = make_tokenizer(d, config.vocab_size, corpus)
             entry = {"dir": d, "family": family, "dtype": dtype, "refs": {}}
             for compute in (["fp32"] if dtype == "float32" else ["fp32", "native"]):
