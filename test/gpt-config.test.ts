@@ -148,6 +148,9 @@ describe("model dir dispatch", () => {
     await writeFile(join(root, "generation_config.json"), "{}");
     const again = await readAnyModelDir(root);
     if (again.kind === "gpt") expect(again.model.eosIds).toEqual([2, 5]);
+    await writeFile(join(root, "config.json"), JSON.stringify({ ...LLAMA, model_type: "gpt2", architectures: ["GPT2LMHeadModel"] }));
+    await expect(readAnyModelDir(root)).rejects.toThrow(/config\.json: model_type "gpt2" is not supported/);
+    await writeFile(join(root, "config.json"), JSON.stringify(LLAMA));
 
     // A decoder-only reference (no decoder_input_ids) for the OpenBA fixture.
     const ids = Buffer.alloc(8 * 2 * 3);

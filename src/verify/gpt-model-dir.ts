@@ -1,5 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
+import { MegahubError } from "../errors.js";
 import { gptDims, gptFamilyOf, type GptDims } from "../models/gpt/hf-config.js";
 import type { Dtype } from "../tensors/dtypes.js";
 import { readModelDir, readTensorIndex, type OpenBAModelDir, type TensorRef } from "./model-dir.js";
@@ -26,7 +27,16 @@ export type AnyModelDir = { kind: "openba"; model: OpenBAModelDir } | { kind: "g
  */
 export async function readAnyModelDir(dir: string): Promise<AnyModelDir> {
   const index = await readTensorIndex(dir);
-  if (gptFamilyOf(index.config) === undefined) return { kind: "openba", model: await readModelDir(dir) };
+  if (gptFamilyOf(index.config) === undefined) {
+    const mt = index.config.model_type;
+    // A dir that names another architecture gets that said, not a list of missing OpenBA tensors.
+    if (typeof mt === "string" && mt !== "openba") {
+      throw new MegahubError("UNSUPPORTED", `model_type "${mt}" is not supported (openba, llama, mistral, qwen2, qwen3 are)`, {
+        file: join(dir, "config.json"),
+      });
+    }
+    return { kind: "openba", model: await readModelDir(dir) };
+  }
   const dims = gptDims(index.config, index.tensors, dir);
   const generation = await readFile(join(dir, "generation_config.json"), "utf8")
     .then((t) => JSON.parse(t) as Record<string, unknown>)
