@@ -6,9 +6,9 @@ import { MegahubError } from "../errors.js";
 import { appendVerification, readManifest } from "../plan/manifest.js";
 import type { Dtype } from "../tensors/dtypes.js";
 import { readIdMap, remapInputs, selectVocab, syntheticInputs } from "./inputs.js";
-import { openModelGraph } from "./load-graph.js";
+import { readAnyModelDir, type AnyModelDir } from "./gpt-model-dir.js";
+import { openGptGraph, openModelGraph } from "./load-graph.js";
 import { compareLogits, type LogitMetrics } from "./metrics.js";
-import { readModelDir, type OpenBAModelDir } from "./model-dir.js";
 import type { Device, Provider } from "./ort-session.js";
 import { forwardFeeds, readReference, type ForwardInputs } from "./reference.js";
 import { renderReportHtml } from "./report-html.js";
@@ -73,7 +73,8 @@ export async function verifyModel(dir: string, options: VerifyOptions): Promise<
     throw new MegahubError("USAGE", "verify needs exactly one of --reference <file> or --against <dir>");
   }
   const device = options.device ?? "auto";
-  const model = await readModelDir(dir);
+  const opened = await readAnyModelDir(dir);
+  const model = opened.model;
   const notes: string[] = [];
   let kind: VerifyResult["kind"];
   let refName: string;
@@ -88,6 +89,7 @@ export async function verifyModel(dir: string, options: VerifyOptions): Promise<
     kind = "reference";
     refName = options.reference;
     const ref = await readReference(options.reference, true);
+    checkInputsFit(opened, ref, options.reference);
     if (ref.vocab !== model.dims.vocab) {
       throw new MegahubError("USAGE", `reference logits have ${ref.vocab} columns but the model has ${model.dims.vocab} rows`, {
         file: options.reference,
@@ -95,23 +97,32 @@ export async function verifyModel(dir: string, options: VerifyOptions): Promise<
     }
     inputs = ref;
     comparison = referenceComparison(options.referencePrecision, ref.computeDtype, model.weightDtype);
-    run = await forward(model, inputs, device, options.onWarning);
+    run = await forward(opened, inputs, device, options.onWarning);
     testLogits = run.logits;
     refLogits = ref.logits;
     vocab = ref.vocab;
   } else {
     kind = "against";
     refName = options.against as string;
-    const other = await readModelDir(refName);
+    const otherDir = await readAnyModelDir(refName);
+    if (otherDir.kind !== opened.kind) {
+      throw new MegahubError("USAGE", `cannot compare a ${opened.kind} model with a ${otherDir.kind} model`, { file: refName });
+    }
+    const other = otherDir.model;
     dtype = looserDtype(model.weightDtype, other.weightDtype);
     // Both run through the same fp32 graph: only differently rounded weights make the comparison lossy.
     comparison = model.weightDtype === other.weightDtype ? "exact" : "lossy";
     const map = typeof options.idMap === "string" ? await readIdMap(options.idMap) : options.idMap;
     const pool = map ? [...map.keys()].filter((id) => id > 2 && id < other.dims.vocab) : range(3, Math.min(model.dims.vocab, other.dims.vocab));
-    inputs = options.inputs !== undefined ? await readReference(options.inputs, false) : syntheticInputs(pool, other.decoderStartId);
+    if (options.inputs !== undefined) {
+      inputs = await readReference(options.inputs, false);
+      checkInputsFit(opened, inputs, options.inputs);
+    } else {
+      inputs = otherDir.kind === "gpt" ? causalInputs(syntheticInputs(pool, 0)) : syntheticInputs(pool, otherDir.model.decoderStartId);
+    }
     const testInputs = map ? remapInputs(inputs, map) : inputs;
-    const refRun = await forward(other, inputs, device, options.onWarning);
-    run = await forward(model, testInputs, device, options.onWarning);
+    const refRun = await forward(otherDir, inputs, device, options.onWarning);
+    run = await forward(opened, testInputs, device, options.onWarning);
     const rows = inputs.batch * inputs.decoderLength;
     if (map) {
       // Compare on kept ids, in new-id order: reference column old_k against test column new_k.
@@ -134,7 +145,15 @@ export async function verifyModel(dir: string, options: VerifyOptions): Promise<
     notes.push(...(await prunedNotes(dir, refName)));
   }
   const tolerance = toleranceFor(dtype, comparison, options.atol);
-  const metrics = compareLogits(testLogits, refLogits, inputs.batch, inputs.decoderLength, vocab);
+  // A decoder-only model's logits at padding positions mean nothing (a left-padded query sees no key at all, and
+  // transformers' eager and sdpa paths disagree there): compare where attention_mask is 1.
+  const mask = inputs.attentionMask;
+  const S = inputs.encoderLength;
+  const include = inputs.decoderOnly === true ? (b: number, t: number) => mask[b * S + t] !== 0n : undefined;
+  const metrics = compareLogits(testLogits, refLogits, inputs.batch, inputs.decoderLength, vocab, include);
+  if (include && metrics.positions < inputs.batch * S) {
+    notes.push(`compared at the ${metrics.positions} of ${inputs.batch * S} positions where attention_mask is 1`);
+  }
   const failures = checkTolerance(metrics, tolerance);
   if (failures.length > 0 && kind === "reference" && comparison === "exact" && dtype !== "F32") {
     notes.push(
@@ -195,13 +214,17 @@ interface RunResult {
 
 /** One teacher-forced forward pass of a model dir. */
 async function forward(
-  model: OpenBAModelDir,
+  opened: AnyModelDir,
   inputs: ForwardInputs,
   device: Device,
   onWarning?: (line: string) => void,
 ): Promise<RunResult> {
   const t0 = performance.now();
-  const runner = await openModelGraph(model, { part: "seq2seq", device, ...(onWarning ? { onWarning } : {}) });
+  const warn = onWarning ? { onWarning } : {};
+  const runner =
+    opened.kind === "gpt"
+      ? await openGptGraph(opened.model, { device, ...warn })
+      : await openModelGraph(opened.model, { part: "seq2seq", device, ...warn });
   const t1 = performance.now();
   try {
     const out = await runner.run(forwardFeeds(inputs));
@@ -246,6 +269,23 @@ function referenceComparison(option: "fp32" | "native" | undefined, computeDtype
   if (option !== undefined) return option === "native" ? "lossy" : "exact";
   const c = computeDtype?.toLowerCase();
   return c === "float16" || c === "f16" || c === "fp16" || c === "bfloat16" || c === "bf16" ? "lossy" : "exact";
+}
+
+/** Decoder-only inputs fit a decoder-only model, encoder-decoder inputs an encoder-decoder one. */
+function checkInputsFit(opened: AnyModelDir, inputs: ForwardInputs, file: string): void {
+  if (opened.kind === "gpt" && inputs.decoderOnly !== true) {
+    throw new MegahubError("USAGE", "the model is decoder-only: the file must not have decoder_input_ids (logits are per input_ids position)", {
+      file,
+    });
+  }
+  if (opened.kind === "openba" && inputs.decoderOnly === true) {
+    throw new MegahubError("USAGE", "the model is encoder-decoder (OpenBA): the file needs decoder_input_ids", { file });
+  }
+}
+
+/** The same rows as a decoder-only batch: logits at every input_ids position. */
+function causalInputs(x: ForwardInputs): ForwardInputs {
+  return { ...x, decoderLength: x.encoderLength, decoderInputIds: x.inputIds, decoderOnly: true };
 }
 
 function range(from: number, to: number): number[] {
