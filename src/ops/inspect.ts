@@ -14,7 +14,7 @@ import { megatronArchOf } from "../models/registry.js";
 import { openHfGpt } from "./mcore/open-hf.js";
 import { openHfDir } from "../checkpoints/hf-safetensors.js";
 import { byteSize } from "../tensors/dtypes.js";
-import { readModelDir } from "../verify/model-dir.js";
+import { readModelDir } from "../models/openba/hf-dir.js";
 import { planMegatronToHf } from "./openba/megatron-to-hf.js";
 
 export interface TensorRow {

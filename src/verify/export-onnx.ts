@@ -5,7 +5,7 @@ import { FileSource } from "../io/byte-source.js";
 import { StagedDir } from "../io/atomic.js";
 import { buildGptGraph } from "../models/gpt/onnx-graph.js";
 import { readAnyModelDir } from "./gpt-model-dir.js";
-import type { TensorRef } from "./model-dir.js";
+import type { TensorRef } from "../models/openba/hf-dir.js";
 import { buildOpenBAGraph, IR_VERSION, OPSET, type GraphPart } from "./openba-graph.js";
 
 /** The data file every exported graph points into. */

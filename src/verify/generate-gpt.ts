@@ -1,5 +1,5 @@
 import { MegahubError } from "../errors.js";
-import { renderChatTemplate, resolveChatTemplate, type ChatTemplateSource } from "./chat-template.js";
+import { renderChatTemplate, resolveChatTemplate, type ChatTemplateSource } from "../tokenizers/chat-template.js";
 import type { GenerateOptions, GenerateResult } from "./generate.js";
 import type { GptModelDir } from "./gpt-model-dir.js";
 import { loadHfTokenizer, type HfTokenizer } from "./hf-tokenizer.js";

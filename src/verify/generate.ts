@@ -1,10 +1,10 @@
 import { MegahubError } from "../errors.js";
-import { renderChatTemplate, resolveChatTemplate, type ChatTemplateSource } from "./chat-template.js";
+import { renderChatTemplate, resolveChatTemplate, type ChatTemplateSource } from "../tokenizers/chat-template.js";
 import { generateGpt } from "./generate-gpt.js";
 import { readAnyModelDir } from "./gpt-model-dir.js";
 import { openModelGraph } from "./load-graph.js";
 import type { Device, OrtRunner, Provider } from "./ort-session.js";
-import { loadTokenizer, type Tokenizer } from "./tokenizer.js";
+import { loadTokenizer, type Tokenizer } from "../tokenizers/tokenizer.js";
 
 export interface GenerateOptions {
   /** The user's prompt; it goes through the chat template unless `raw` is set. */

@@ -4,7 +4,7 @@ import { MegahubError } from "../errors.js";
 import { gptDims, gptFamilyOf, type GptDims } from "../models/gpt/config-dims.js";
 import type { Dtype } from "../tensors/dtypes.js";
 import { openHfDir } from "../checkpoints/hf-safetensors.js";
-import { readModelDir, type OpenBAModelDir, type TensorRef } from "./model-dir.js";
+import { readModelDir, type OpenBAModelDir, type TensorRef } from "../models/openba/hf-dir.js";
 
 /** An HF Llama / Mistral / Qwen2 / Qwen3 model dir, checked against its config.json. */
 export interface GptModelDir {

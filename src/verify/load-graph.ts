@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { encodeModel } from "../formats/onnx/proto.js";
 import { buildGptGraph } from "../models/gpt/onnx-graph.js";
 import type { GptModelDir } from "./gpt-model-dir.js";
-import type { OpenBAModelDir } from "./model-dir.js";
+import type { OpenBAModelDir } from "../models/openba/hf-dir.js";
 import { buildOpenBAGraph, type GraphPart } from "./openba-graph.js";
 import { openSession, type Device, type Optimization, type OrtRunner } from "./ort-session.js";
 
