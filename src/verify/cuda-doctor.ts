@@ -149,18 +149,14 @@ function libraryFix(absent: readonly LibraryReport[]): { cause: string; fix: str
 }
 
 function sessionCause(f: OrtFailure): string {
-  if (f.kind === "cuda") {
-    const hint = f.library === "CUDA" ? CUDA_ERRORS[f.code]?.hint : undefined;
-    return `the CUDA provider loaded but could not start: ${f.text}${hint ? ` — ${hint}` : ""}`;
-  }
+  if (f.kind === "cuda") return `the CUDA provider loaded but could not start: ${f.text}`;
   return f.kind === "load" ? `ORT could not load the CUDA provider: ${f.text}` : `ORT's CUDA session failed: ${f.text}`;
 }
 
 function sessionFix(f: OrtFailure): string {
-  if (f.kind === "cuda" && f.library === "CUDA" && (f.code === 100 || f.code === 3 || f.code === 999)) {
-    return "run on a machine with an NVIDIA GPU and driver (nvidia-smi lists it), or use --device cpu";
-  }
-  if (f.kind === "cuda" && f.library === "CUDA" && CUDA_ERRORS[f.code]) return `${CUDA_ERRORS[f.code]?.hint}; or use --device cpu`;
+  const hint = f.kind === "cuda" && f.library === "CUDA" ? CUDA_ERRORS[f.code]?.hint : undefined;
+  if (hint !== undefined) return `${hint}; or use --device cpu`;
+  if (f.kind === "cuda") return `${f.library} could not start on this GPU (see the failure above); or use --device cpu`;
   if (f.kind === "load") return `check the library it names (\`megahub doctor\` lists where each one was found); or ${GPU_INSTALL_FIX}`;
   return "run `megahub doctor` for the full picture, or use --device cpu";
 }

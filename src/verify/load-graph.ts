@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { encodeModel } from "../formats/onnx/proto.js";
 import type { OpenBAModelDir } from "./model-dir.js";
 import { buildOpenBAGraph, type GraphPart } from "./openba-graph.js";
-import { openSession, type Device, type Optimization, type OrtRunner } from "./ort-session.js";
+import { openSession, type Device, type Optimization, type OrtRunner, type SessionOptions } from "./ort-session.js";
 
 export interface OpenGraphOptions {
   part: GraphPart;
@@ -14,6 +14,8 @@ export interface OpenGraphOptions {
   optimization?: Optimization;
   /** Told when the graph could not be placed beside the weights and they are read into memory instead. */
   onWarning?: (line: string) => void;
+  /** Profiling (which provider ran each node), TF32, device id. */
+  session?: SessionOptions;
 }
 
 /**
@@ -48,7 +50,7 @@ export async function openModelGraph(model: OpenBAModelDir, options: OpenGraphOp
   }
   if (written) {
     try {
-      return await openSession(path, options.device, options.optimization);
+      return await openSession(path, options.device, options.optimization, options.session);
     } finally {
       await unlink(path).catch(() => undefined);
     }
@@ -56,5 +58,5 @@ export async function openModelGraph(model: OpenBAModelDir, options: OpenGraphOp
   const externalData = await Promise.all(
     model.files.map(async (file) => ({ path: file, data: await readFile(join(model.dir, file)) })),
   );
-  return openSession({ bytes: onnx, externalData }, options.device, options.optimization);
+  return openSession({ bytes: onnx, externalData }, options.device, options.optimization, options.session);
 }

@@ -10,6 +10,7 @@ import { openModelGraph } from "./load-graph.js";
 import { compareLogits, type LogitMetrics } from "./metrics.js";
 import { readModelDir, type OpenBAModelDir } from "./model-dir.js";
 import type { Device, Provider } from "./ort-session.js";
+import type { Placement } from "./placement.js";
 import { forwardFeeds, readReference, type ForwardInputs } from "./reference.js";
 import { renderReportHtml } from "./report-html.js";
 import { checkTolerance, looserDtype, maxAbsBound, toleranceFor, type AppliedTolerance, type Comparison } from "./tolerances.js";
@@ -33,6 +34,11 @@ export interface VerifyOptions {
   referencePrecision?: "fp32" | "native";
   /** Overrides the max |Δ| gate with an absolute bound. */
   atol?: number;
+  /**
+   * Let CUDA use TF32 for the graph's fp32 matmuls; the TF32 gates then apply (tolerances.ts TF32). Off by default:
+   * NVIDIA_TF32_OVERRIDE=0 is set before CUDA starts. No effect on CPU. @default false
+   */
+  tf32?: boolean;
   /** Write the HTML report here. */
   report?: string;
   /** Append the result to `dir`/megahub.json. @default true */
@@ -46,8 +52,14 @@ export interface VerifyResult {
   model: string;
   reference: string;
   provider: Provider;
-  /** Set when CUDA was asked for (auto) and CPU ran instead: the loader's message. */
+  /** Set when CUDA was asked for (auto) and CPU ran instead: the doctor's verdict (cause and fix). */
   fallbackReason?: string;
+  /** Whether CUDA was allowed TF32 (only ever true on CUDA with --tf32). */
+  tf32: boolean;
+  /** Which provider ran each node of the model under test (ORT profiling). */
+  placement: Placement;
+  /** With `against`: the same for the other model. */
+  referencePlacement?: Placement;
   dtype: Dtype;
   tolerance: AppliedTolerance;
   metrics: LogitMetrics;
@@ -84,6 +96,7 @@ export async function verifyModel(dir: string, options: VerifyOptions): Promise<
   let dtype: Dtype = model.weightDtype;
   let comparison: Comparison = "exact";
   let run: RunResult;
+  let refRun: RunResult | undefined;
   if (options.reference !== undefined) {
     kind = "reference";
     refName = options.reference;
@@ -95,7 +108,7 @@ export async function verifyModel(dir: string, options: VerifyOptions): Promise<
     }
     inputs = ref;
     comparison = referenceComparison(options.referencePrecision, ref.computeDtype, model.weightDtype);
-    run = await forward(model, inputs, device, options.onWarning);
+    run = await forward(model, inputs, device, options);
     testLogits = run.logits;
     refLogits = ref.logits;
     vocab = ref.vocab;
@@ -110,8 +123,8 @@ export async function verifyModel(dir: string, options: VerifyOptions): Promise<
     const pool = map ? [...map.keys()].filter((id) => id > 2 && id < other.dims.vocab) : range(3, Math.min(model.dims.vocab, other.dims.vocab));
     inputs = options.inputs !== undefined ? await readReference(options.inputs, false) : syntheticInputs(pool, other.decoderStartId);
     const testInputs = map ? remapInputs(inputs, map) : inputs;
-    const refRun = await forward(other, inputs, device, options.onWarning);
-    run = await forward(model, testInputs, device, options.onWarning);
+    refRun = await forward(other, inputs, device, options);
+    run = await forward(model, testInputs, device, options);
     const rows = inputs.batch * inputs.decoderLength;
     if (map) {
       // Compare on kept ids, in new-id order: reference column old_k against test column new_k.
@@ -133,7 +146,9 @@ export async function verifyModel(dir: string, options: VerifyOptions): Promise<
     }
     notes.push(...(await prunedNotes(dir, refName)));
   }
-  const tolerance = toleranceFor(dtype, comparison, options.atol);
+  // TF32 only loosens the gates when a CUDA session really ran with it allowed.
+  const tf32 = run.tf32 || (refRun?.tf32 ?? false);
+  const tolerance = toleranceFor(dtype, comparison, options.atol, tf32);
   const metrics = compareLogits(testLogits, refLogits, inputs.batch, inputs.decoderLength, vocab);
   const failures = checkTolerance(metrics, tolerance);
   if (failures.length > 0 && kind === "reference" && comparison === "exact" && dtype !== "F32") {
@@ -149,6 +164,9 @@ export async function verifyModel(dir: string, options: VerifyOptions): Promise<
     reference: refName,
     provider: run.provider,
     ...(run.fallbackReason !== undefined ? { fallbackReason: run.fallbackReason } : {}),
+    tf32,
+    placement: run.placement,
+    ...(refRun ? { referencePlacement: refRun.placement } : {}),
     dtype,
     tolerance,
     metrics,
@@ -189,6 +207,8 @@ interface RunResult {
   logits: Float32Array;
   provider: Provider;
   fallbackReason?: string;
+  tf32: boolean;
+  placement: Placement;
   sessionMs: number;
   forwardMs: number;
 }
@@ -198,21 +218,31 @@ async function forward(
   model: OpenBAModelDir,
   inputs: ForwardInputs,
   device: Device,
-  onWarning?: (line: string) => void,
+  options: Pick<VerifyOptions, "onWarning" | "tf32">,
 ): Promise<RunResult> {
   const t0 = performance.now();
-  const runner = await openModelGraph(model, { part: "seq2seq", device, ...(onWarning ? { onWarning } : {}) });
+  const runner = await openModelGraph(model, {
+    part: "seq2seq",
+    device,
+    ...(options.onWarning ? { onWarning: options.onWarning } : {}),
+    session: { profile: true, tf32: options.tf32 ?? false },
+  });
   const t1 = performance.now();
   try {
     const out = await runner.run(forwardFeeds(inputs));
+    const forwardMs = performance.now() - t1;
     const logits = out.logits;
     if (!logits) throw new MegahubError("VERIFY", "the graph produced no logits");
+    const placement = await runner.endProfiling();
+    if (!placement) throw new MegahubError("VERIFY", "ORT kept no profile of the forward pass");
     return {
       logits: logits.data,
       provider: runner.provider,
+      tf32: runner.tf32,
+      placement,
       ...(runner.fallbackReason !== undefined ? { fallbackReason: runner.fallbackReason } : {}),
       sessionMs: t1 - t0,
-      forwardMs: performance.now() - t1,
+      forwardMs,
     };
   } finally {
     await runner.release();
