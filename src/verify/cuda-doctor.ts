@@ -114,7 +114,9 @@ export async function diagnoseCuda(options: DiagnoseOptions = {}): Promise<CudaD
   // The probe tells ORT's own words (and, on a machine with a GPU, whether a session really opens).
   const wantProbe = options.probe ?? true;
   if (wantProbe || (options.failure?.kind === "load" && options.failure.library === undefined)) {
-    d.probe = await probeCuda(install, { env, ...(options.deviceId !== undefined ? { deviceId: options.deviceId } : {}) });
+    // As verify runs by default: TF32 off (and so the CUDA libraries see what a verify would show them).
+    const probeEnv = { ...env, NVIDIA_TF32_OVERRIDE: "0" };
+    d.probe = await probeCuda(install, { env: probeEnv, ...(options.deviceId !== undefined ? { deviceId: options.deviceId } : {}) });
   }
   const failure = d.probe && !d.probe.ok ? d.probe.failure : options.failure;
   if (libraryCause) {
