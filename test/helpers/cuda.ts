@@ -37,6 +37,9 @@ export const HAS_STANDINS: boolean =
 if (!HAS_STANDINS && process.env.MEGAHUB_REQUIRE_CUDA_STANDINS === "1") {
   throw new Error(`MEGAHUB_REQUIRE_CUDA_STANDINS=1 but ${STANDINS_CACHE} is incomplete: run scripts/make_cuda_standins.sh`);
 }
+if (!HAS_GCC && process.env.MEGAHUB_REQUIRE_CUDA_STANDINS === "1") {
+  throw new Error("MEGAHUB_REQUIRE_CUDA_STANDINS=1 but gcc or nm is missing: apt-get install gcc libc6-dev binutils");
+}
 if (!HAS_STANDINS) {
   process.stderr.write(`note: no CUDA stand-ins at ${STANDINS_CACHE} — CUDA provider loading tests skip (scripts/make_cuda_standins.sh)\n`);
 }
