@@ -31,6 +31,6 @@ export { hfToMegatron, type ToMegatronJob } from "./converters/to-megatron.js";
 export { megatronGlobalModel, type GlobalModel } from "./converters/global-model.js";
 export { openHfModel } from "./converters/hf-global.js";
 export { pruneCheckpoint } from "./converters/prune-run.js";
-export { verifyModel, generate, exportOnnx, timeForward } from "./verify/index.js";
+export { verifyModel, generate, exportOnnx, timeForward, diagnoseCuda, cudaVerdict, installCudaProvider } from "./verify/index.js";
 export { pushFolder, pullRepo, startLocalHub } from "./hub/index.js";
 export { main } from "./cli/main.js";

@@ -108,7 +108,7 @@ export async function diagnoseCuda(options: DiagnoseOptions = {}): Promise<CudaD
   const absent = d.libraries.filter((l) => l.role === "needed" && l.path === undefined);
   let libraryCause: { cause: string; fix: string } | undefined;
   if (absent.length > 0) libraryCause = libraryFix(absent);
-  if (!libraryCause && options.failure && options.failure.kind !== "load") {
+  if ((!libraryCause || options.failure?.kind === "cuda") && options.failure && options.failure.kind !== "load") {
     return fail("session", sessionCause(options.failure), sessionFix(options.failure));
   }
   // The probe tells ORT's own words (and, on a machine with a GPU, whether a session really opens).
@@ -119,6 +119,9 @@ export async function diagnoseCuda(options: DiagnoseOptions = {}): Promise<CudaD
     d.probe = await probeCuda(install, { env: probeEnv, ...(options.deviceId !== undefined ? { deviceId: options.deviceId } : {}) });
   }
   const failure = d.probe && !d.probe.ok ? d.probe.failure : options.failure;
+  // ORT's word beats our reading of the loader: a provider that reached CUDA calls, or a probe that opened a
+  // session, had every library it needed, whatever the static search made of them.
+  if (failure?.kind === "cuda" || d.probe?.ok) libraryCause = undefined;
   if (libraryCause) {
     const said = failure?.kind === "load" && failure.library !== undefined ? ` (ORT: ${failure.text})` : "";
     return fail("libraries", `${libraryCause.cause}${said}`, libraryCause.fix);

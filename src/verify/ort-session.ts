@@ -141,7 +141,10 @@ export async function openSession(
       } catch (e) {
         const failure = parseOrtError(e instanceof Error ? e.message : String(e));
         const d = await diagnoseCuda({ probe: false, failure, ...(options.deviceId !== undefined ? { deviceId: options.deviceId } : {}) });
-        reason = cudaVerdict(d);
+        // The doctor's probe runs in a fresh process; should it succeed where this process failed, say both.
+        reason = d.usable
+          ? `CUDA execution provider unavailable in this process: ${failure.text} (a fresh process opened a CUDA session: run megahub doctor)`
+          : cudaVerdict(d);
       }
     } else {
       reason = cudaVerdict(pre);
