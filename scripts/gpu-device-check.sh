@@ -9,6 +9,7 @@
 # call while the machine stays warm. Run from the repo root:  bash .gpu/a/gpu-device-check.sh  (or scripts/…)
 # env: GPU_CHECK_WORK (default /tmp/megahub-gpu)  GPU_CHECK_LD (library dirs to put first)  GPU_CHECK_DEADLINE
 #      (seconds, default 240; later steps are skipped and say so)  GPU_CHECK_NO_BENCH=1  OUT (logs and JSON go here)
+#      GPU_CHECK_BENCH_ARGS (passed to gpu-bench-model.mjs, e.g. "--vocab 1280" for a quick run)
 # exit: 0 CUDA ran the fixtures; 3 CUDA was not usable (the doctor says why); 2 setup (kit or node missing)
 set -u
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -103,7 +104,8 @@ done
 
 if [ "${GPU_CHECK_NO_BENCH:-0}" != 1 ] && budget "bench model"; then
   sec "one verify of a model at OpenBA-v2's widths (2+2 layers, fp16)"
-  [ -f "$WORK/bench/model.safetensors" ] || "$NODE" "$ROOT/scripts/gpu-bench-model.mjs" "$WORK/bench"
+  # shellcheck disable=SC2086
+  [ -f "$WORK/bench/model.safetensors" ] || "$NODE" "$ROOT/scripts/gpu-bench-model.mjs" "$WORK/bench" ${GPU_CHECK_BENCH_ARGS:-}
   for dev in cuda cpu; do
     budget "bench verify $dev" || continue
     s=$(date +%s%N)
