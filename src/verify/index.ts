@@ -14,3 +14,7 @@ export * from "./report-html.js";
 export * from "../tokenizers/tokenizer.js";
 export * from "./tolerances.js";
 export * from "./verify-model.js";
+export * from "./cuda-doctor.js";
+export * from "./gpu-install.js";
+export * from "./ort-locate.js";
+export * from "./placement.js";

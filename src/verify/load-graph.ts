@@ -6,7 +6,7 @@ import { buildGptGraph } from "../models/gpt/onnx-graph.js";
 import type { GptModelDir } from "./gpt-model-dir.js";
 import type { OpenBAModelDir } from "../models/openba/hf-dir.js";
 import { buildOpenBAGraph, type GraphPart } from "./openba-graph.js";
-import { openSession, type Device, type Optimization, type OrtRunner } from "./ort-session.js";
+import { openSession, type Device, type Optimization, type OrtRunner, type SessionOptions } from "./ort-session.js";
 
 export interface OpenGraphOptions {
   part: GraphPart;
@@ -16,6 +16,8 @@ export interface OpenGraphOptions {
   optimization?: Optimization;
   /** Told when the graph could not be placed beside the weights and they are read into memory instead. */
   onWarning?: (line: string) => void;
+  /** Profiling (which provider ran each node), TF32, device id. */
+  session?: SessionOptions;
 }
 
 /**
@@ -55,7 +57,7 @@ async function openBesideWeights(
   files: readonly string[],
   onnx: Uint8Array,
   label: string,
-  options: Pick<OpenGraphOptions, "device" | "optimization" | "onWarning">,
+  options: Pick<OpenGraphOptions, "device" | "optimization" | "onWarning" | "session">,
 ): Promise<OrtRunner> {
   const path = join(dir, `.megahub-${label}-${process.pid}-${randomBytes(4).toString("hex")}.onnx`);
   let written = false;
@@ -69,11 +71,11 @@ async function openBesideWeights(
   }
   if (written) {
     try {
-      return await openSession(path, options.device, options.optimization);
+      return await openSession(path, options.device, options.optimization, options.session);
     } finally {
       await unlink(path).catch(() => undefined);
     }
   }
   const externalData = await Promise.all(files.map(async (file) => ({ path: file, data: await readFile(join(dir, file)) })));
-  return openSession({ bytes: onnx, externalData }, options.device, options.optimization);
+  return openSession({ bytes: onnx, externalData }, options.device, options.optimization, options.session);
 }

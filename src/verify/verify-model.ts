@@ -10,6 +10,7 @@ import { readAnyModelDir, type AnyModelDir } from "./gpt-model-dir.js";
 import { openGptGraph, openModelGraph } from "./load-graph.js";
 import { compareLogits, type LogitMetrics } from "./metrics.js";
 import type { Device, Provider } from "./ort-session.js";
+import type { Placement } from "./placement.js";
 import { forwardFeeds, readReference, type ForwardInputs } from "./reference.js";
 import { renderReportHtml } from "./report-html.js";
 import { checkTolerance, looserDtype, maxAbsBound, toleranceFor, type AppliedTolerance, type Comparison } from "./tolerances.js";
@@ -33,6 +34,11 @@ export interface VerifyOptions {
   referencePrecision?: "fp32" | "native";
   /** Overrides the max |Δ| gate with an absolute bound. */
   atol?: number;
+  /**
+   * Let CUDA use TF32 for the graph's fp32 matmuls; the TF32 gates then apply (tolerances.ts TF32). Off by default:
+   * NVIDIA_TF32_OVERRIDE=0 is set before CUDA starts. No effect on CPU. @default false
+   */
+  tf32?: boolean;
   /** Write the HTML report here. */
   report?: string;
   /** Append the result to `dir`/megahub.json. @default true */
@@ -46,8 +52,14 @@ export interface VerifyResult {
   model: string;
   reference: string;
   provider: Provider;
-  /** Set when CUDA was asked for (auto) and CPU ran instead: the loader's message. */
+  /** Set when CUDA was asked for (auto) and CPU ran instead: the doctor's verdict (cause and fix). */
   fallbackReason?: string;
+  /** Whether CUDA was allowed TF32 (only ever true on CUDA with --tf32). */
+  tf32: boolean;
+  /** Which provider ran each node of the model under test (ORT profiling). */
+  placement: Placement;
+  /** With `against`: the same for the other model. */
+  referencePlacement?: Placement;
   dtype: Dtype;
   tolerance: AppliedTolerance;
   metrics: LogitMetrics;
@@ -85,6 +97,7 @@ export async function verifyModel(dir: string, options: VerifyOptions): Promise<
   let dtype: Dtype = model.weightDtype;
   let comparison: Comparison = "exact";
   let run: RunResult;
+  let refRun: RunResult | undefined;
   if (options.reference !== undefined) {
     kind = "reference";
     refName = options.reference;
@@ -97,7 +110,7 @@ export async function verifyModel(dir: string, options: VerifyOptions): Promise<
     }
     inputs = ref;
     comparison = referenceComparison(options.referencePrecision, ref.computeDtype, model.weightDtype);
-    run = await forward(opened, inputs, device, options.onWarning);
+    run = await forward(opened, inputs, device, options);
     testLogits = run.logits;
     refLogits = ref.logits;
     vocab = ref.vocab;
@@ -121,8 +134,8 @@ export async function verifyModel(dir: string, options: VerifyOptions): Promise<
       inputs = otherDir.kind === "gpt" ? causalInputs(syntheticInputs(pool, 0)) : syntheticInputs(pool, otherDir.model.decoderStartId);
     }
     const testInputs = map ? remapInputs(inputs, map) : inputs;
-    const refRun = await forward(otherDir, inputs, device, options.onWarning);
-    run = await forward(opened, testInputs, device, options.onWarning);
+    refRun = await forward(otherDir, inputs, device, options);
+    run = await forward(opened, testInputs, device, options);
     const rows = inputs.batch * inputs.decoderLength;
     if (map) {
       // Compare on kept ids, in new-id order: reference column old_k against test column new_k.
@@ -144,7 +157,9 @@ export async function verifyModel(dir: string, options: VerifyOptions): Promise<
     }
     notes.push(...(await prunedNotes(dir, refName)));
   }
-  const tolerance = toleranceFor(dtype, comparison, options.atol);
+  // TF32 only loosens the gates when a CUDA session really ran with it allowed.
+  const tf32 = run.tf32 || (refRun?.tf32 ?? false);
+  const tolerance = toleranceFor(dtype, comparison, options.atol, tf32);
   // A decoder-only model's logits at padding positions mean nothing (a left-padded query sees no key at all, and
   // transformers' eager and sdpa paths disagree there): compare where attention_mask is 1.
   const mask = inputs.attentionMask;
@@ -168,6 +183,9 @@ export async function verifyModel(dir: string, options: VerifyOptions): Promise<
     reference: refName,
     provider: run.provider,
     ...(run.fallbackReason !== undefined ? { fallbackReason: run.fallbackReason } : {}),
+    tf32,
+    placement: run.placement,
+    ...(refRun ? { referencePlacement: refRun.placement } : {}),
     dtype,
     tolerance,
     metrics,
@@ -208,6 +226,8 @@ interface RunResult {
   logits: Float32Array;
   provider: Provider;
   fallbackReason?: string;
+  tf32: boolean;
+  placement: Placement;
   sessionMs: number;
   forwardMs: number;
 }
@@ -217,10 +237,10 @@ async function forward(
   opened: AnyModelDir,
   inputs: ForwardInputs,
   device: Device,
-  onWarning?: (line: string) => void,
+  options: Pick<VerifyOptions, "onWarning" | "tf32">,
 ): Promise<RunResult> {
   const t0 = performance.now();
-  const warn = onWarning ? { onWarning } : {};
+  const warn = { ...(options.onWarning ? { onWarning: options.onWarning } : {}), session: { profile: true, tf32: options.tf32 ?? false } };
   const runner =
     opened.kind === "gpt"
       ? await openGptGraph(opened.model, { device, ...warn })
@@ -228,14 +248,19 @@ async function forward(
   const t1 = performance.now();
   try {
     const out = await runner.run(forwardFeeds(inputs));
+    const forwardMs = performance.now() - t1;
     const logits = out.logits;
     if (!logits) throw new MegahubError("VERIFY", "the graph produced no logits");
+    const placement = await runner.endProfiling();
+    if (!placement) throw new MegahubError("VERIFY", "ORT kept no profile of the forward pass");
     return {
       logits: logits.data,
       provider: runner.provider,
+      tf32: runner.tf32,
+      placement,
       ...(runner.fallbackReason !== undefined ? { fallbackReason: runner.fallbackReason } : {}),
       sessionMs: t1 - t0,
-      forwardMs: performance.now() - t1,
+      forwardMs,
     };
   } finally {
     await runner.release();

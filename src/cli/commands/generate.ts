@@ -38,7 +38,7 @@ export const generateCommand: Command = {
       raw: values.raw === true,
       onWarning: (line) => reporter.warn(line),
     });
-    if (r.fallbackReason !== undefined) reporter.warn(`CUDA unavailable (${r.fallbackReason}); ran on CPU`);
+    if (r.fallbackReason !== undefined) reporter.warn(`ran on CPU: ${r.fallbackReason}`);
     reporter.info(`prompt (${r.templateSource ?? "raw"} template): ${JSON.stringify(r.renderedPrompt)} → ${r.inputIds.length} tokens`);
     reporter.info(`execution provider: ${r.provider === "cuda" ? "CUDA" : "CPU"}, ${r.timings.perTokenMs.toFixed(1)} ms/token`);
     reporter.info(r.text);
