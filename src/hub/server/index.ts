@@ -16,7 +16,7 @@ export type { Fault, FaultRule } from "./faults.js"; // for callers that inject 
 export type { TokenGrant } from "./auth.js";
 
 /** Bytes of request bodies held in memory at once, all requests together (see BodyBudget). */
-const BODY_BUDGET = 256 * 1024 * 1024;
+const BODY_BUDGET = 128 * 1024 * 1024;
 
 /** Options of {@link startLocalHub}. */
 export interface LocalHubOptions {
@@ -72,6 +72,11 @@ export interface LocalHub {
   readonly faults: FaultInjector;
   /** The last 10,000 requests. */
   readonly log: RequestLogEntry[];
+  /**
+   * Gives up upload URLs idle for `idleMs` (default: an hour; the server also does this every 5 minutes) and
+   * removes their temp files; returns how many unfinished multipart uploads were removed.
+   */
+  expireUploads(idleMs?: number): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -142,6 +147,7 @@ export async function startLocalHub(options: LocalHubOptions): Promise<LocalHub>
     stats: Object.assign(stats, { lfs: lfs.stats, xet: xet.stats }),
     faults,
     log,
+    expireUploads: (idleMs) => lfs.expireTickets(Date.now(), idleMs),
     close: () =>
       new Promise<void>((done) => {
         clearInterval(sweeper);

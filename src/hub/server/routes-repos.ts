@@ -56,13 +56,17 @@ export async function deleteRepo(ctx: RequestContext, state: HubState): Promise<
   sendJson(ctx, 200, {});
 }
 
-/** `PUT /api/{type}s/{ns}/{name}/settings` with `{private?}` (update_repo_settings / update_repo_visibility). */
+/** `PUT /api/{type}s/{ns}/{name}/settings` with `{visibility?}` or `{private?}` (update_repo_settings). */
 export async function settingsRoute(ctx: RequestContext, state: HubState, type: RepoType, name: string): Promise<void> {
   const body = await readJson(ctx.req, undefined, ctx.budget);
   requireWrite(ctx, name.split("/")[0] as string);
   await state.store.mustGetRepo(type, name, ctx.principal);
+  const v = body.visibility;
+  if (v !== undefined && v !== "public" && v !== "private") throw new HttpError(400, '"visibility" must be "public" or "private"');
   if (body.private !== undefined && typeof body.private !== "boolean") throw new HttpError(400, '"private" must be a boolean');
-  if (typeof body.private === "boolean") await state.store.setPrivate(type, name, body.private);
+  if (body.gated !== undefined && body.gated !== false) throw new HttpError(400, "the local hub has no gated repos");
+  const isPrivate = v !== undefined ? v === "private" : (body.private as boolean | undefined);
+  if (isPrivate !== undefined) await state.store.setPrivate(type, name, isPrivate);
   sendJson(ctx, 200, {});
 }
 

@@ -178,7 +178,7 @@ export interface ShardFile {
   readonly fileHash: string;
   readonly terms: ReconstructionTerm[];
   readonly size: number;
-  /** The sha256 the client recorded (metadata extension), as 64 hex digits of its raw bytes. */
+  /** The sha256 the client recorded (metadata extension), as hex the way sha256sum prints it. */
   readonly sha256: string | undefined;
 }
 
@@ -218,7 +218,8 @@ export function shardFiles(shard: Buffer): ShardFile[] {
     let sha256: string | undefined;
     if (flags & FLAG_METADATA_EXT) {
       need(ENTRY);
-      sha256 = shard.subarray(at, at + 32).toString("hex");
+      // Stored as a DataHash, so it prints (and compares with sha256sum) in the same word order as xet hashes.
+      sha256 = xetHashHex(shard.subarray(at, at + 32));
       at += ENTRY;
     }
     files.push({ fileHash: xetHashHex(hash), terms, size, sha256 });
