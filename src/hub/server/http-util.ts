@@ -65,7 +65,7 @@ export function sendError(ctx: RequestContext, e: HttpError): void {
 /**
  * Bytes of buffered request bodies across all requests: without a shared bound, 200 concurrent 16 MB JSON
  * bodies would hold 3 GB. A request that would go over waits for room (bodies are read as they come, so
- * waiting is only back-pressure on that socket), and one larger than the whole budget is refused with 413.
+ * waiting is only back-pressure on that socket).
  */
 export class BodyBudget {
   private used = 0;
@@ -74,7 +74,6 @@ export class BodyBudget {
   constructor(readonly total: number) {}
 
   async take(n: number): Promise<void> {
-    if (n > this.total) throw new HttpError(413, `request body of ${n} bytes is over the server's ${this.total}-byte limit`);
     while (this.used + n > this.total) await new Promise<void>((r) => this.waiters.push(r));
     this.used += n;
   }
@@ -87,29 +86,40 @@ export class BodyBudget {
 
 /**
  * Reads a whole request body, refusing more than `limit` bytes with 413 before buffering them. With a budget,
- * the declared length (or `limit` when none is declared) is reserved for the time of the read only: callers
- * parse and drop the buffer right after.
+ * `factor` × the declared length (or `limit` when none is declared, capped at 1 MiB) is reserved for the time of
+ * the read: JSON callers pass 3 for the buffer, its string and the parsed value. A declared length is read into
+ * one buffer of that size, so the body is never held twice.
  */
-export async function readBody(req: IncomingMessage, limit: number, budget?: BodyBudget): Promise<Buffer> {
-  const declared = Number(req.headers["content-length"] ?? "0");
-  if (declared > limit) {
+export async function readBody(req: IncomingMessage, limit: number, budget?: BodyBudget, factor = 1): Promise<Buffer> {
+  return withBody(req, limit, budget, factor, (b) => b);
+}
+
+async function withBody<T>(req: IncomingMessage, limit: number, budget: BodyBudget | undefined, factor: number, use: (b: Buffer) => T): Promise<T> {
+  const header = req.headers["content-length"];
+  const declared = header !== undefined ? Number(header) : undefined;
+  if (declared !== undefined && declared > limit) {
     req.resume();
     throw new HttpError(413, `request body of ${declared} bytes is over the ${limit}-byte limit`);
   }
-  const reserve = Number.isSafeInteger(declared) && declared > 0 ? declared : Math.min(limit, 1 << 20);
+  const known = declared !== undefined && Number.isSafeInteger(declared) && declared >= 0;
+  // A body larger than the whole budget waits until it has the budget to itself (limits still refuse above).
+  const reserve = Math.min((known ? declared : Math.min(limit, 1 << 20)) * factor, budget?.total ?? Infinity);
   if (budget !== undefined) await budget.take(reserve);
   try {
+    const into = known ? Buffer.allocUnsafe(declared) : undefined;
     const chunks: Buffer[] = [];
     let n = 0;
     for await (const chunk of req) {
-      n += (chunk as Buffer).length;
-      if (n > limit || (n > reserve && budget !== undefined && req.headers["content-length"] !== undefined)) {
+      const c = chunk as Buffer;
+      if (n + c.length > limit || (into !== undefined && n + c.length > into.length)) {
         req.resume();
         throw new HttpError(413, `request body is over the ${limit}-byte limit`);
       }
-      chunks.push(chunk as Buffer);
+      if (into !== undefined) c.copy(into, n);
+      else chunks.push(c);
+      n += c.length;
     }
-    return Buffer.concat(chunks);
+    return use(into !== undefined ? into.subarray(0, n) : Buffer.concat(chunks));
   } finally {
     budget?.give(reserve);
   }
@@ -121,13 +131,14 @@ export async function readJson(
   limit = 16 * 1024 * 1024,
   budget?: BodyBudget,
 ): Promise<Record<string, unknown>> {
-  const body = await readBody(req, limit, budget);
-  let value: unknown;
-  try {
-    value = JSON.parse(body.toString("utf8"));
-  } catch {
-    throw new HttpError(400, "request body is not valid JSON");
-  }
+  // Parsed inside the reservation: the string and the value cost about as much again as the bytes.
+  const value = await withBody(req, limit, budget, 3, (body): unknown => {
+    try {
+      return JSON.parse(body.toString("utf8"));
+    } catch {
+      throw new HttpError(400, "request body is not valid JSON");
+    }
+  });
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     throw new HttpError(400, "request body must be a JSON object");
   }

@@ -16,7 +16,7 @@ export type { Fault, FaultRule } from "./faults.js"; // for callers that inject 
 export type { TokenGrant } from "./auth.js";
 
 /** Bytes of request bodies held in memory at once, all requests together (see BodyBudget). */
-const BODY_BUDGET = 128 * 1024 * 1024;
+const BODY_BUDGET = 64 * 1024 * 1024;
 
 /** Options of {@link startLocalHub}. */
 export interface LocalHubOptions {
@@ -123,7 +123,9 @@ export async function startLocalHub(options: LocalHubOptions): Promise<LocalHub>
   sweeper.unref();
   const log: RequestLogEntry[] = [];
   let baseUrl = "";
-  const server = createServer((req, res) => {
+  const requestTimeout = options.requestTimeoutMs ?? 600_000;
+  // Node checks request timeouts only every `connectionsCheckingInterval` (30 s by default).
+  const server = createServer({ connectionsCheckingInterval: Math.min(30_000, Math.max(100, requestTimeout / 4)) }, (req, res) => {
     void handle(req, res, state, baseUrl, (entry) => {
       log.push(entry);
       if (log.length > MAX_LOG) log.splice(0, log.length - MAX_LOG);
@@ -132,7 +134,7 @@ export async function startLocalHub(options: LocalHubOptions): Promise<LocalHub>
   });
   // Every request body is bounded (a part, a xorb, a commit), so a finite request timeout never cuts a real
   // upload; the idle timeout closes sockets that stall mid-body or mid-download.
-  server.requestTimeout = options.requestTimeoutMs ?? 600_000;
+  server.requestTimeout = requestTimeout;
   server.headersTimeout = Math.min(60_000, server.requestTimeout);
   server.timeout = options.idleTimeoutMs ?? 300_000;
   server.keepAliveTimeout = 30_000;

@@ -65,7 +65,9 @@ export function lfsPatterns(gitattributes: string): GlobPattern[] {
 }
 
 export function compileGlob(glob: string): GlobPattern {
-  const anchored = glob.includes("/") && !glob.startsWith("**/");
+  // As git: a pattern with a slash matches the whole path (a leading `**/` then matches any folders, or none);
+  // one without matches the basename at any depth.
+  const anchored = glob.includes("/");
   const body = glob.replace(/^\//, "");
   const tokens: Array<GlobPattern["tokens"][number]> = [];
   for (let i = 0; i < body.length; i++) {
