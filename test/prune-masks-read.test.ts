@@ -58,6 +58,15 @@ for r in range(tp):
   });
 });
 
+describe("prune --ffn", () => {
+  it("warns when the FFN width is not a multiple of 256 (OpenBA's v1 modeling rounds to 256)", async () => {
+    const base = await baseline();
+    expect(base.notes.join("\n")).toMatch(/--ffn 96 is not a multiple of 256/);
+    const keep = await pruneCheckpoint({ input: ckpt(NAME), out: work.next(), hidden: 48, dryRun: true });
+    expect(keep.notes.join("\n")).not.toMatch(/multiple of 256/);
+  });
+});
+
 describe("hand-written masks", () => {
   it("without format, source_dims or target_dims: layers not listed are dropped, the target follows the indices", async () => {
     const base = await baseline();

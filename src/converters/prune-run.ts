@@ -88,6 +88,11 @@ export async function pruneCheckpoint(job: PruneJob): Promise<PruneResult> {
     const tp = to === "megatron" ? (job.tp ?? src.info.tp ?? 1) : undefined;
     if (tp !== undefined) checkTp(resolved.to, tp);
     const notes = [...resolved.notes];
+    if (resolved.to.ffn !== resolved.from.ffn && resolved.to.ffn % 256 !== 0) {
+      // OpenBA's published v1 modeling computes F = 256·ceil(int(2·ffn/3)/256), i.e. widths in multiples of 256;
+      // the v2 modeling the config points at could not be read to confirm it accepts any width.
+      notes.push(`warning: --ffn ${resolved.to.ffn} is not a multiple of 256; OpenBA's published v1 modeling code rounds the FFN width to a multiple of 256, so check the modeling code you load the model with`);
+    }
     let masks: PruneMasks;
     if (manifest) {
       masks = masksFromManifest(manifest);
