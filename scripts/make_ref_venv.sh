@@ -3,8 +3,8 @@
 # sentencepiece) from the machine's local wheel mirror, cached outside the repo. Idempotent.
 set -euo pipefail
 VENV="${MEGAHUB_REF_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/megahub/venv-ref}"
-PKGS=("torch==2.13.0+cpu" "transformers==5.18.0" huggingface_hub hf_xet safetensors sentencepiece)
-if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import torch, transformers, huggingface_hub, hf_xet, safetensors, sentencepiece" 2>/dev/null; then
+PKGS=("torch==2.13.0+cpu" "transformers==5.18.0" huggingface_hub hf_xet safetensors sentencepiece protobuf)
+if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import torch, transformers, huggingface_hub, hf_xet, safetensors, sentencepiece, google.protobuf" 2>/dev/null; then
   echo "reference venv ready: $VENV"; exit 0
 fi
 # The mirror's indexes (pip config's extra-index-url); the default index is unreachable, so never wait on it.

@@ -23,8 +23,10 @@ describe.each(REFERENCE_NAMES)("greedy generation vs the PyTorch reference: %s",
     const r = await generate(dir, { prompt: user as string, maxNewTokens: g.steps, device: "cpu" });
     // convert writes the default template into tokenizer_config.json; without it the built-in default applies.
     expect(["tokenizer_config.json", "default"]).toContain(r.templateSource);
-    expect(r.renderedPrompt).toBe(g.prompt);
+    // The template ends with the eos token (as apply_chat_template needs), and generate adds none of its own.
+    expect(r.renderedPrompt).toBe(`${g.prompt}</s>`);
     expect(r.inputIds).toEqual(g.input_ids);
+    expect(r.inputIds.filter((id) => id === 1)).toHaveLength(1);
     expect(r.generatedIds).toEqual(g.generated_ids);
     expect(r.provider).toBe("cpu");
   });
@@ -52,6 +54,7 @@ describe("megahub generate", () => {
     const r = await generate(dir, { prompt: "The license", maxNewTokens: 1, chatTemplate: file, device: "cpu" });
     expect(r.templateSource).toBe("file");
     expect(r.inputIds[0]).toBe(1102); // <X>
-    expect(r.inputIds.slice(-2)).toEqual([1098, 1]); // <extra_id_1>, </s>
+    // Like transformers' apply_chat_template(tokenize=True): no special tokens beyond what the template writes.
+    expect(r.inputIds.at(-1)).toBe(1098); // <extra_id_1>, and no </s> the template did not write
   });
 });

@@ -101,8 +101,8 @@ describe("special tokens", () => {
 });
 
 describe("chat template", () => {
-  it("renders OpenBA's default <S> {input} <extra_id_0>", () => {
-    expect(renderChatTemplate(DEFAULT_CHAT_TEMPLATE, "What is 2+2?")).toBe("<S> What is 2+2? <extra_id_0>");
+  it("renders OpenBA's default <S> {input} <extra_id_0></s>", () => {
+    expect(renderChatTemplate(DEFAULT_CHAT_TEMPLATE, "What is 2+2?")).toBe("<S> What is 2+2? <extra_id_0></s>");
   });
 
   it("uses tokenizer_config.json's chat_template, then chat_template.jinja, then a --chat-template file", async () => {

@@ -31,7 +31,7 @@ export interface AnyConvertJob extends ConvertJob {
 
 export type AnyConvertResult =
   | ({ architecture: "openba" } & ConvertResult)
-  | (McoreJobResult & { hf: Awaited<ReturnType<typeof convertMcoreToHf>>["hf"]; out: string; source: { path: string; iteration: number | "release"; tp: number; pp: number; vpp: number; unknownGlobals: readonly string[] } });
+  | (McoreJobResult & { hf: Awaited<ReturnType<typeof convertMcoreToHf>>["hf"]; sourceDtypes: Awaited<ReturnType<typeof convertMcoreToHf>>["sourceDtypes"]; out: string; source: { path: string; iteration: number | "release"; tp: number; pp: number; vpp: number; unknownGlobals: readonly string[] } });
 
 /** convert for every architecture: Megatron OpenBA → HF OpenBA, Megatron-Core GPT → HF Llama-family. */
 export async function convertAny(job: AnyConvertJob): Promise<AnyConvertResult> {

@@ -75,7 +75,10 @@ export async function generate(dir: string, options: GenerateOptions): Promise<G
       templateSource = t.source;
       renderedPrompt = renderChatTemplate(t.template, options.prompt);
     }
-    inputIds = tokenizer.encode(renderedPrompt);
+    // As transformers: a raw prompt is tokenized like `tokenizer(prompt)` (which appends </s>); a rendered chat
+    // template like `apply_chat_template(tokenize=True)`, which adds no special tokens — the template carries
+    // its own </s>, and adding one more would feed the model ids it never saw.
+    inputIds = tokenizer.encode(renderedPrompt, { addEos: options.raw === true });
   }
   const bad = inputIds.find((id) => !Number.isSafeInteger(id) || id < 0 || id >= model.dims.vocab);
   if (bad !== undefined) throw new MegahubError("USAGE", `input id ${bad} is outside the model's ${model.dims.vocab} rows`);

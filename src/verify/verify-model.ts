@@ -13,6 +13,7 @@ import type { Device, Provider } from "./ort-session.js";
 import type { Placement } from "./placement.js";
 import { forwardFeeds, readReference, type ForwardInputs } from "./reference.js";
 import { renderReportHtml } from "./report-html.js";
+import { loadTokenizer } from "../tokenizers/tokenizer.js";
 import { checkTolerance, looserDtype, maxAbsBound, toleranceFor, type AppliedTolerance, type Comparison } from "./tolerances.js";
 
 export interface VerifyOptions {
@@ -31,7 +32,17 @@ export interface VerifyOptions {
    * applies the exact gates; "native" (in the weights' own F16/BF16 precision, e.g. HF with torch_dtype=bfloat16)
    * applies the dtype's lossy gates. @default the reference's `__metadata__.compute_dtype`, else "fp32"
    */
-  referencePrecision?: "fp32" | "native";
+  /**
+   * The precision the reference logits were computed in: fp32 (default, or the reference's `compute_dtype`
+   * metadata), fp16 or bf16 (the looser of that and the weights' dtype sets the gates), or native (the weights'
+   * own dtype).
+   */
+  referencePrecision?: ReferencePrecision;
+  /**
+   * The model's weights are a rounding of the weights the reference was computed from (convert --dtype bf16 of
+   * an fp32 checkpoint): the comparison is then lossy at the weights' dtype even for an fp32 reference.
+   */
+  weightsRounded?: boolean;
   /** Overrides the max |Δ| gate with an absolute bound. */
   atol?: number;
   /**
@@ -102,18 +113,25 @@ export async function verifyModel(dir: string, options: VerifyOptions): Promise<
     kind = "reference";
     refName = options.reference;
     const ref = await readReference(options.reference, true);
+    // Padded vocabularies may differ (TP-dependent padding: a resharded or re-padded model has fewer or more
+    // rows); only the real ids — those the tokenizer can produce — carry meaning, so compare on those.
+    const real = ref.vocab === model.dims.vocab ? ref.vocab : await realVocab(dir, ref.vocab, model.dims.vocab, options.reference);
     checkInputsFit(opened, ref, options.reference);
-    if (ref.vocab !== model.dims.vocab) {
-      throw new MegahubError("USAGE", `reference logits have ${ref.vocab} columns but the model has ${model.dims.vocab} rows`, {
-        file: options.reference,
-      });
-    }
     inputs = ref;
-    comparison = referenceComparison(options.referencePrecision, ref.computeDtype, model.weightDtype);
+    ({ dtype, comparison } = referenceGate(options.referencePrecision, ref.computeDtype, model.weightDtype, options.weightsRounded === true));
+    const tooBig = maxInputId(ref);
+    if (tooBig >= real) {
+      throw new MegahubError("USAGE", `reference input id ${tooBig} is outside the ${real} real ids both models share`, { file: options.reference });
+    }
     run = await forward(opened, inputs, device, options);
-    testLogits = run.logits;
-    refLogits = ref.logits;
-    vocab = ref.vocab;
+    const rows = ref.batch * ref.decoderLength;
+    const ids = range(0, real);
+    testLogits = real === model.dims.vocab ? run.logits : selectVocab(run.logits, rows, model.dims.vocab, ids);
+    refLogits = real === ref.vocab ? ref.logits : selectVocab(ref.logits, rows, ref.vocab, ids);
+    vocab = real;
+    if (real !== ref.vocab || real !== model.dims.vocab) {
+      notes.push(`compared on the ${real} real ids (reference has ${ref.vocab} padded rows, the model ${model.dims.vocab})`);
+    }
   } else {
     kind = "against";
     refName = options.against as string;
@@ -173,7 +191,7 @@ export async function verifyModel(dir: string, options: VerifyOptions): Promise<
   if (failures.length > 0 && kind === "reference" && comparison === "exact" && dtype !== "F32") {
     notes.push(
       `the ${dtype} weights were held to the fp32 gates because the reference is taken to be computed in fp32; if it ` +
-        `was computed in ${dtype} itself, rerun with --reference-precision native`,
+        `was computed in ${dtype} itself, rerun with --reference-precision ${dtype === "BF16" ? "bf16" : "fp16"}`,
     );
   }
   const result: VerifyResult = {
@@ -289,11 +307,63 @@ async function prunedNotes(dir: string, against: string): Promise<string[]> {
 }
 
 /** "lossy" when the reference was computed in the weights' own reduced precision. */
-function referenceComparison(option: "fp32" | "native" | undefined, computeDtype: string | undefined, weights: Dtype): Comparison {
-  if (weights === "F32") return "exact";
-  if (option !== undefined) return option === "native" ? "lossy" : "exact";
-  const c = computeDtype?.toLowerCase();
-  return c === "float16" || c === "f16" || c === "fp16" || c === "bfloat16" || c === "bf16" ? "lossy" : "exact";
+export type ReferencePrecision = "fp32" | "fp16" | "bf16" | "native";
+
+/** Parses a --reference-precision value (also the spellings a reference's compute_dtype metadata uses). */
+export function parseReferencePrecision(text: string): ReferencePrecision | undefined {
+  const t = text.toLowerCase();
+  if (t === "fp32" || t === "f32" || t === "float32") return "fp32";
+  if (t === "fp16" || t === "f16" || t === "float16") return "fp16";
+  if (t === "bf16" || t === "bfloat16") return "bf16";
+  return t === "native" ? "native" : undefined;
+}
+
+/**
+ * The gates for a reference comparison, by the precision the reference was computed in (the option, else its
+ * compute_dtype metadata, else fp32): a reduced-precision reference is compared with the looser of its dtype and
+ * the weights' at that dtype's lossy gates; an fp32 one exactly, unless the weights were rounded from the
+ * reference's (then lossy at the weights' dtype).
+ */
+function referenceGate(
+  option: ReferencePrecision | undefined,
+  computeDtype: string | undefined,
+  weights: Dtype,
+  rounded: boolean,
+): { dtype: Dtype; comparison: Comparison } {
+  const given = option ?? (computeDtype !== undefined ? parseReferencePrecision(computeDtype) : undefined) ?? "fp32";
+  const ref: Dtype = given === "native" ? weights : given === "fp16" ? "F16" : given === "bf16" ? "BF16" : "F32";
+  if (ref !== "F32") return { dtype: looserDtype(ref, weights), comparison: "lossy" };
+  return { dtype: weights, comparison: rounded && weights !== "F32" ? "lossy" : "exact" };
+}
+
+/**
+ * The real vocabulary of a model dir whose padded row count differs from the reference's: the tokenizer's ids
+ * (sentencepiece pieces and every added token), which must fit both.
+ */
+async function realVocab(dir: string, refRows: number, modelRows: number, refFile: string): Promise<number> {
+  const tok = await loadTokenizer(dir).catch(() => undefined);
+  if (tok === undefined) {
+    throw new MegahubError(
+      "USAGE",
+      `reference logits have ${refRows} columns but the model has ${modelRows} rows; put the model's spiece.model in ${dir} so the real ids can be compared`,
+      { file: refFile },
+    );
+  }
+  const real = Math.max(tok.spSize, ...[...tok.specials.values()].map((id) => id + 1));
+  if (real > Math.min(refRows, modelRows)) {
+    throw new MegahubError(
+      "USAGE",
+      `the tokenizer has ${real} ids but the reference has ${refRows} columns and the model ${modelRows} rows: not the same vocabulary`,
+      { file: refFile },
+    );
+  }
+  return real;
+}
+
+function maxInputId(inputs: ForwardInputs): number {
+  let m = 0;
+  for (const t of [inputs.inputIds, inputs.decoderInputIds]) for (const v of t) m = Math.max(m, Number(v));
+  return m;
 }
 
 /** Decoder-only inputs fit a decoder-only model, encoder-decoder inputs an encoder-decoder one. */

@@ -7,7 +7,7 @@ import { formatBytes, layoutText, shapeText, table } from "../format.js";
 import type { Reporter } from "../reporter.js";
 import { isDevice } from "../../verify/ort-session.js";
 import { verifyModel, type VerifyResult } from "../../verify/verify-model.js";
-import { printVerifyResult } from "./verify.js";
+import { printVerifyResult, referencePrecisionOpt } from "./verify.js";
 
 export const convertCommand: Command = {
   name: "convert",
@@ -25,6 +25,7 @@ export const convertCommand: Command = {
     "true-vocab-size": { type: "string" },
     "dry-run": { type: "boolean" },
     verify: { type: "string" },
+    "reference-precision": { type: "string" },
     device: { type: "string" },
     report: { type: "string" },
   },
@@ -35,6 +36,8 @@ export const convertCommand: Command = {
     "--verify <ref.safetensors>  after writing, run the model in ONNX Runtime against reference logits (see `megahub verify`)",
     "--device auto|cuda|cpu      execution provider for --verify (default auto: CUDA when present, else CPU)",
     "--report <file.html>        with --verify, write the HTML report",
+    "--reference-precision P     with --verify: fp32 (default), fp16, bf16 or native, as in `megahub verify`; a --dtype",
+    "                            that rounds the checkpoint's weights is compared at that dtype's gates automatically",
   ],
   async run(positionals, values, out) {
     const job = await convertJob(positionals, values);
@@ -47,7 +50,17 @@ export const convertCommand: Command = {
       return 0;
     }
     const reportPath = stringOpt(values, "report");
-    const verified = await verifyModel(job.out, { reference, device, ...(reportPath ? { report: reportPath } : {}), onWarning: (l) => out.warn(l) });
+    const [target, source] = res.architecture === "gpt" ? [res.hf.dtypes, res.sourceDtypes] : [res.converted.dtypes, res.converted.sourceDtypes];
+    // The reference was computed from the checkpoint's weights: a cast to a narrower dtype makes the comparison lossy.
+    const weightsRounded = target.some((d) => !source.includes(d) && (d === "F16" || d === "BF16"));
+    const verified = await verifyModel(job.out, {
+      reference,
+      device,
+      referencePrecision: referencePrecisionOpt(values),
+      weightsRounded,
+      ...(reportPath ? { report: reportPath } : {}),
+      onWarning: (l) => out.warn(l),
+    });
     report(res, false, out, verified);
     printVerifyResult(verified, out);
     if (!verified.passed) throw new MegahubError("VERIFY", `converted, but verification FAILED: ${verified.failures.join("; ")}`, { file: job.out });

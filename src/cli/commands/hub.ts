@@ -5,18 +5,24 @@ import { intOpt, stringOpt, type Command } from "../command.js";
 export const hubCommand: Command = {
   name: "hub",
   summary: "run a local Hugging Face Hub-compatible server (to rehearse pushes and pulls offline)",
-  usage: "megahub hub serve [--host 127.0.0.1] [--port 8080] [--data <dir>] [--token <hf_…>]",
+  usage: "megahub hub serve [--host 127.0.0.1] [--port 8080] [--data <dir>] [--token <hf_…>] [--user NAME:hf_…[:read]]…",
   options: {
     host: { type: "string" },
     port: { type: "string" },
     data: { type: "string" },
     token: { type: "string" },
+    user: { type: "string", multiple: true },
+    "part-size": { type: "string" },
   },
   details: [
-    "Speaks what @huggingface/hub needs: repos, preupload, LFS batch with basic and multipart uploads (sha256",
-    "checked), NDJSON commits with parents, tree listing, resolve/raw with byte ranges. Writes need the token;",
-    "a random one is printed at start when --token is not given. Push to it with --hub-url http://HOST:PORT.",
+    "Speaks what @huggingface/hub and the Python huggingface_hub (with hf_xet) need: repos, branches, tags,",
+    "commits, refs, preupload, LFS batch with basic and multipart uploads and the Xet upload protocol (sha256",
+    "checked), NDJSON commits with parents, tree, paths-info, resolve/raw with byte ranges. The --token belongs",
+    "to user \"local\" and writes the local/ namespace; a random one is printed when --token is not given.",
+    "Push to it with --hub-url http://HOST:PORT, or HF_ENDPOINT=http://HOST:PORT for the Python client.",
     "",
+    "--part-size  multipart part size in bytes for LFS uploads (default 64 MiB)",
+    "--user    another token: NAME:hf_… writes NAME/…, NAME:hf_…:read only reads (repeatable)",
     "--host    interface to bind (default 127.0.0.1; anything else exposes the repos to the network)",
     "--port    default 8080 (0 picks a free one)",
     "--data    storage folder (default ./megahub-hub-data)",
@@ -26,11 +32,18 @@ export const hubCommand: Command = {
     const given = stringOpt(values, "token");
     const dataDir = resolve(stringOpt(values, "data") ?? "megahub-hub-data");
     const host = stringOpt(values, "host") ?? "127.0.0.1";
+    const users = (Array.isArray(values.user) ? values.user : []).map((spec) => {
+      const m = /^([^:]+):([^:]+)(?::(read|write))?$/.exec(String(spec));
+      if (m === null) throw new RangeError(`--user ${JSON.stringify(String(spec).split(":")[0])}…: expected NAME:hf_…[:read]`);
+      return { user: m[1] as string, token: m[2] as string, role: (m[3] ?? "write") as "read" | "write" };
+    });
     const hub = await startLocalHub({
       dataDir,
       host,
       port: intOpt(values, "port") ?? 8080,
       token: given,
+      users,
+      chunkSize: intOpt(values, "part-size"),
       onRequest: (e) => out.info(`${e.method} ${e.path} → ${e.status}${e.range ? ` (${e.range})` : ""} ${e.ms.toFixed(0)}ms`),
     });
     if (host !== "127.0.0.1" && host !== "localhost" && host !== "::1") {

@@ -1,9 +1,8 @@
-import { readFile } from "node:fs/promises";
 import { DTYPE_OPTIONS, type DtypeOption } from "../../ops/openba/megatron-to-hf.js";
 import { billions, dimsLine, paramPlanRows, planParameters, readHfConfigDims, type ParamPlan } from "../../ops/prune/plan.js";
 import { pruneCheckpoint, sourceDims, type PruneJob, type PruneResult } from "../../ops/prune/run.js";
 import type { PruneTarget } from "../../ops/prune/masks.js";
-import type { MasksManifest } from "../../ops/prune/structure.js";
+import { readMasksFile } from "../../ops/prune/masks-read.js";
 import { MegahubError } from "../../errors.js";
 import { intOpt, stringOpt, type Command, type ParsedValues, parseSize } from "../command.js";
 import { formatBytes, formatParams, table } from "../format.js";
@@ -46,7 +45,10 @@ export const pruneCommand: Command = {
     "--strategy random     seeded (default --seed 1234), OpenBA's draw order; NOT bit-compatible with Python's random",
     "--strategy magnitude  keep the largest L2 norms (heads: QKV rows + output columns; FFN: w1/w3 rows + w2 column;",
     "                      hidden: every matrix that reads or writes the channel)",
-    "--masks FILE          re-apply a masks file (an earlier prune-masks.json) to this source instead of choosing",
+    "--masks FILE          re-apply a masks file to this source instead of choosing: an earlier prune-masks.json, a",
+    "                      hand-written JSON ({hidden_index, layers:[{stack, layer, head_index, ffn_index}]}; layers not",
+    "                      listed are dropped), or OpenBA's own rank0.pt (with its rank1.pt … siblings; give",
+    "                      --drop-*-layers as for OpenBA's prune_model.sh, since rank{r}.pt does not record them)",
     "--to hf (default) or megatron (--tp N, default the source's TP); a masks file (prune-masks.json) is written beside",
     "the weights. --plan prints parameter counts before/after from headers or --from-config (no weights read).",
   ],
@@ -104,7 +106,7 @@ async function jobOf(input: string, out: string, values: ParsedValues, target: P
   const seed = intOpt(values, "seed");
   const masksFile = stringOpt(values, "masks");
   if (masksFile !== undefined && (values.strategy !== undefined || seed !== undefined)) throw new RangeError("--masks replaces --strategy and --seed");
-  const masks = masksFile === undefined ? undefined : await readMasks(masksFile);
+  const masks = masksFile === undefined ? undefined : await readMasksFile(masksFile);
   if (seed !== undefined && strategy !== "random") throw new RangeError("--seed applies to --strategy random only");
   const tp = intOpt(values, "tp");
   const iteration = intOpt(values, "iteration");
@@ -130,15 +132,6 @@ async function jobOf(input: string, out: string, values: ParsedValues, target: P
     ...(shard ? { maxShardBytes: parseSize(shard) } : {}),
     ...(dtype ? { dtype: dtype as DtypeOption } : {}),
   };
-}
-
-async function readMasks(path: string): Promise<MasksManifest> {
-  try {
-    return JSON.parse(await readFile(path, "utf8")) as MasksManifest;
-  } catch (e) {
-    const missing = (e as NodeJS.ErrnoException).code === "ENOENT";
-    throw new MegahubError(missing ? "USAGE" : "FORMAT", missing ? "no such masks file" : `masks file is not JSON: ${(e as Error).message}`, { file: path });
-  }
 }
 
 async function planOnly(positionals: string[], values: ParsedValues, target: PruneTarget, out: Reporter): Promise<number> {

@@ -1,18 +1,18 @@
 import { MegahubError } from "../../errors.js";
-import type { Command } from "../command.js";
+import type { Command, ParsedValues } from "../command.js";
 import { stringOpt } from "../command.js";
 import type { Reporter } from "../reporter.js";
 import { isDevice, type Device } from "../../verify/ort-session.js";
 import { describePlacement } from "../../verify/placement.js";
 import { maxAbsBound } from "../../verify/tolerances.js";
-import { verifyModel, type VerifyResult } from "../../verify/verify-model.js";
+import { parseReferencePrecision, verifyModel, type ReferencePrecision, type VerifyResult } from "../../verify/verify-model.js";
 
 export const verifyCommand: Command = {
   name: "verify",
   summary: "run a converted model in ONNX Runtime and compare its logits with a reference or another model",
   usage:
     "megahub verify <hf-dir> (--reference <ref.safetensors> | --against <other-dir> [--inputs <file>] [--id-map <file>]) " +
-    "[--device auto|cuda|cpu] [--tf32] [--reference-precision fp32|native] [--atol X] [--report <file.html>] [--no-record] [--json]",
+    "[--device auto|cuda|cpu] [--tf32] [--reference-precision fp32|fp16|bf16|native] [--atol X] [--report <file.html>] [--no-record] [--json]",
   options: {
     reference: { type: "string" },
     against: { type: "string" },
@@ -36,8 +36,9 @@ export const verifyCommand: Command = {
     "--tf32:      let CUDA's fp32 matmuls use TF32 (off by default: NVIDIA_TF32_OVERRIDE=0 is set before CUDA starts);",
     "             the TF32 gates then apply and the tolerance line says so. No effect on CPU.",
     "Which provider ran each node (ORT profiling) is printed, and is in --json (placement) and the HTML report.",
-    "--reference-precision: fp32 (default) when the reference was computed in fp32 from these weights (exact gates,",
-    "             any weight dtype); native when it ran in the weights' F16/BF16 precision (the dtype's looser gates).",
+    "--reference-precision: the precision the reference logits were computed in: fp32 (default, or the file's",
+    "             compute_dtype metadata) = exact gates for these weights; fp16/bf16 = that dtype's looser gates (the",
+    "             looser of it and the weights'); native = the weights' own dtype.",
     "Gates: max |Δ|, min cosine, NMSE, mean KL, top-1 (mean and p99 |Δ| are reported); exit 1 on failure.",
     "The result is appended to <hf-dir>/megahub.json unless --no-record.",
   ],
@@ -51,10 +52,7 @@ export const verifyCommand: Command = {
     const atolText = stringOpt(values, "atol");
     const atol = atolText === undefined ? undefined : Number(atolText);
     if (atol !== undefined && !(atol > 0)) throw new MegahubError("USAGE", `--atol must be a positive number, got "${atolText}"`);
-    const precision = stringOpt(values, "reference-precision");
-    if (precision !== undefined && precision !== "fp32" && precision !== "native") {
-      throw new MegahubError("USAGE", `--reference-precision must be fp32 or native, got "${precision}"`);
-    }
+    const precision = referencePrecisionOpt(values);
     const result = await verifyModel(dir, {
       referencePrecision: precision,
       reference: stringOpt(values, "reference"),
@@ -111,4 +109,13 @@ export function printVerifyResult(r: VerifyResult, reporter: Reporter): void {
   reporter.info(`top-1 agreement ${(m.top1Agreement * 100).toFixed(1)} % over ${m.positions} positions; forward ${r.timings.forwardMs.toFixed(0)} ms`);
   if (r.reportPath !== undefined) reporter.info(`report: ${r.reportPath}`);
   reporter.info(r.passed ? "PASS" : `FAIL: ${r.failures.join("; ")}`);
+}
+
+/** `--reference-precision`, shared by verify and convert --verify. */
+export function referencePrecisionOpt(values: ParsedValues): ReferencePrecision | undefined {
+  const text = stringOpt(values, "reference-precision");
+  if (text === undefined) return undefined;
+  const p = parseReferencePrecision(text);
+  if (p === undefined) throw new MegahubError("USAGE", `--reference-precision must be fp32, fp16, bf16 or native, got "${text}"`);
+  return p;
 }

@@ -4,20 +4,38 @@ import type { AddressInfo } from "node:net";
 import { resolve } from "node:path";
 import { MegahubError } from "../../errors.js";
 import { FaultInjector, type FaultRule } from "./faults.js";
-import { bearerToken, HttpError, randomToken, requestId, sendError, tokenAccepted, type RequestContext } from "./http-util.js";
+import { checkGrants, findGrant, type TokenGrant } from "./auth.js";
+import { bearerToken, BodyBudget, HttpError, randomToken, requestId, sendError, type RequestContext } from "./http-util.js";
 import { DEFAULT_CHUNK_SIZE, LfsStore, type LfsStats } from "./lfs-store.js";
 import { route } from "./router.js";
 import type { HubStats, HubState } from "./state.js";
 import { RepoStore } from "./storage.js";
+import { XetStore, type XetStats } from "./xet-store.js";
 
 export type { Fault, FaultRule } from "./faults.js"; // for callers that inject faults
+export type { TokenGrant } from "./auth.js";
+
+/** Bytes of request bodies held in memory at once, all requests together (see BodyBudget). */
+const BODY_BUDGET = 64 * 1024 * 1024;
 
 /** Options of {@link startLocalHub}. */
 export interface LocalHubOptions {
   /** Where repos and objects live; created if missing. */
   dataDir: string;
-  /** The write token (`hf_…`); a random one is made when absent and returned in {@link LocalHub.token}. */
+  /**
+   * The write token (`hf_…`) of user `local`, who owns the `local` namespace; a random one is made when absent and
+   * returned in {@link LocalHub.token}.
+   */
   token?: string | undefined;
+  /** More tokens: other users, read-only tokens, organisations (see TokenGrant). */
+  users?: readonly TokenGrant[] | undefined;
+  /** A socket that sends or receives nothing for this long is closed. @default 300000 (5 min) */
+  idleTimeoutMs?: number | undefined;
+  /**
+   * Longest time to receive one request (headers and body). No request body is larger than a multipart part, a
+   * xorb or a 100 MB commit, so this bounds slow-loris clients without cutting real uploads. @default 600000
+   */
+  requestTimeoutMs?: number | undefined;
   /** @default 0 (a free port) */
   port?: number | undefined;
   /** Interface to bind. Only loopback by default: the server has a single token and no TLS. @default "127.0.0.1" */
@@ -50,10 +68,15 @@ export interface LocalHub {
   readonly token: string;
   /** Absolute storage folder. */
   readonly dataDir: string;
-  readonly stats: HubStats & { lfs: LfsStats };
+  readonly stats: HubStats & { lfs: LfsStats; xet: XetStats };
   readonly faults: FaultInjector;
   /** The last 10,000 requests. */
   readonly log: RequestLogEntry[];
+  /**
+   * Gives up upload URLs idle for `idleMs` (default: an hour; the server also does this every 5 minutes) and
+   * removes their temp files; returns how many unfinished multipart uploads were removed.
+   */
+  expireUploads(idleMs?: number): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -74,6 +97,7 @@ export async function startLocalHub(options: LocalHubOptions): Promise<LocalHub>
   if (!/^hf_[A-Za-z0-9_-]+$/.test(token)) {
     throw new MegahubError("USAGE", 'the local hub token must look like "hf_…" (the Hub client refuses others)');
   }
+  const grants = checkGrants([{ token, user: "local", role: "write" }, ...(options.users ?? [])]);
   const dataDir = resolve(options.dataDir);
   await mkdir(dataDir, { recursive: true });
   const host = options.host ?? "127.0.0.1";
@@ -81,26 +105,38 @@ export async function startLocalHub(options: LocalHubOptions): Promise<LocalHub>
   faults.add(...(options.faults ?? []));
   const stats: HubStats = { requests: 0, commits: 0 };
   const lfs = new LfsStore(dataDir, options.chunkSize ?? DEFAULT_CHUNK_SIZE);
+  await lfs.sweepTemp();
+  const budget = new BodyBudget(BODY_BUDGET);
+  const xet = new XetStore(dataDir, lfs, budget);
   const state: HubState = {
     store: new RepoStore(dataDir),
     lfs,
-    tokens: [token],
+    xet,
+    grants,
     faults,
     stats,
+    budget,
     treePageSize: options.treePageSize ?? 1000,
   };
+  // Upload URLs nobody finishes lose their temp files within the idle time (plus this period).
+  const sweeper = setInterval(() => void lfs.expireTickets().catch(() => undefined), 5 * 60 * 1000);
+  sweeper.unref();
   const log: RequestLogEntry[] = [];
   let baseUrl = "";
-  const server = createServer((req, res) => {
+  const requestTimeout = options.requestTimeoutMs ?? 600_000;
+  // Node checks request timeouts only every `connectionsCheckingInterval` (30 s by default).
+  const server = createServer({ connectionsCheckingInterval: Math.min(30_000, Math.max(100, requestTimeout / 4)) }, (req, res) => {
     void handle(req, res, state, baseUrl, (entry) => {
       log.push(entry);
       if (log.length > MAX_LOG) log.splice(0, log.length - MAX_LOG);
       options.onRequest?.(entry);
     });
   });
-  // Uploads of many GB run longer than Node's 5-minute default request timeout.
-  server.requestTimeout = 0;
-  server.headersTimeout = 60_000;
+  // Every request body is bounded (a part, a xorb, a commit), so a finite request timeout never cuts a real
+  // upload; the idle timeout closes sockets that stall mid-body or mid-download.
+  server.requestTimeout = requestTimeout;
+  server.headersTimeout = Math.min(60_000, server.requestTimeout);
+  server.timeout = options.idleTimeoutMs ?? 300_000;
   server.keepAliveTimeout = 30_000;
   await listen(server, options.port ?? 0, host);
   const port = (server.address() as AddressInfo).port;
@@ -110,11 +146,13 @@ export async function startLocalHub(options: LocalHubOptions): Promise<LocalHub>
     url: baseUrl,
     token,
     dataDir,
-    stats: Object.assign(stats, { lfs: lfs.stats }),
+    stats: Object.assign(stats, { lfs: lfs.stats, xet: xet.stats }),
     faults,
     log,
+    expireUploads: (idleMs) => lfs.expireTickets(Date.now(), idleMs),
     close: () =>
       new Promise<void>((done) => {
+        clearInterval(sweeper);
         server.close(() => done());
         server.closeAllConnections();
       }),
@@ -147,7 +185,8 @@ async function handle(
     method,
     segments: [],
     query: new URLSearchParams(rawQuery),
-    authed: tokenAccepted(bearerToken(req), state.tokens),
+    principal: findGrant(bearerToken(req), state.grants),
+    budget: state.budget,
     baseUrl,
     requestId: requestId(),
     dropResponse: fault?.kind === "drop-response",
@@ -160,6 +199,11 @@ async function handle(
       throw new HttpError(fault.status, `injected fault: ${fault.status}`, undefined, headers);
     }
     (ctx as { segments: readonly string[] }).segments = decodeSegments(rawPath);
+    // An unknown token is refused everywhere, as the Hub does; upload URLs and the CAS carry their own capability.
+    if (ctx.principal === undefined && req.headers.authorization !== undefined && ctx.segments[0] !== "__megahub" && ctx.segments[0] !== "v1") {
+      req.resume();
+      throw new HttpError(401, "Invalid credentials in Authorization header");
+    }
     await route(ctx, state, fault?.kind === "truncate" ? fault.afterBytes : undefined);
   } catch (e) {
     if (res.headersSent || res.destroyed || req.socket?.destroyed !== false) {

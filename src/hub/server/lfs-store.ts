@@ -4,12 +4,19 @@ import { mkdir, open, rename, rm, stat } from "node:fs/promises";
 import type { IncomingMessage } from "node:http";
 import { join } from "node:path";
 import { BatchedWriter } from "../batched-writer.js";
-import { HttpError } from "./http-util.js";
+import { HttpError, readBody } from "./http-util.js";
 
 /** Parts of a multipart upload; the Hub and S3 use 5 MB–5 GB, megahub's local disk is fastest with larger ones. */
 export const DEFAULT_CHUNK_SIZE = 64 * 1024 * 1024;
 /** How long an upload URL stays valid: long enough for a slow 50 GB upload, short enough not to pile up. */
 const TICKET_TTL_MS = 24 * 60 * 60 * 1000;
+/**
+ * An upload URL that received nothing for this long is given up and its temp file removed: a client that was
+ * interrupted asks the batch endpoint again and gets a fresh URL, so nothing is lost but disk.
+ */
+export const TICKET_IDLE_MS = 60 * 60 * 1000;
+/** Bytes of a multipart completion body per part (`{"partNumber":12345,"etag":"\"<32 hex>\""}` and slack). */
+const COMPLETE_BYTES_PER_PART = 128;
 /** Largest object accepted (the Hub's hard limit is 200 GB per file). */
 export const MAX_LFS_OBJECT = 200_000_000_000;
 /** Objects per batch call; the JS client sends at most 100, Python 256. */
@@ -21,6 +28,10 @@ interface Ticket {
   readonly expires: number;
   readonly chunkSize: number | undefined;
   readonly parts: Map<number, string>;
+  /** Last time bytes arrived for it. */
+  touched: number;
+  /** Set once the object is stored: a retry after a lost answer then succeeds instead of finding no URL. */
+  stored: boolean;
 }
 
 /** What an upload URL did, counted so tests can prove a re-push sent nothing. */
@@ -62,9 +73,44 @@ export class LfsStore {
   }
 
   async has(oid: string, size: number): Promise<boolean> {
-    if (!/^[0-9a-f]{64}$/.test(oid)) return false;
+    return (await this.size(oid)) === size;
+  }
+
+  /** Size of a stored object, or undefined. */
+  async size(oid: string): Promise<number | undefined> {
+    if (!/^[0-9a-f]{64}$/.test(oid)) return undefined;
     const s = await stat(this.objectPath(oid)).catch(() => undefined);
-    return s !== undefined && s.size === size;
+    return s?.isFile() ? s.size : undefined;
+  }
+
+  /**
+   * Removes every temp file: upload URLs live in memory only, so after a restart no one can finish them. Called
+   * once when the server starts; expired and idle tickets lose their temp files as they go (see expireTickets).
+   */
+  async sweepTemp(): Promise<void> {
+    await rm(join(this.dataDir, "lfs", "tmp"), { recursive: true, force: true });
+  }
+
+  /** Moves a file whose sha256 and size the caller computed into the store (xet reconstructions). */
+  async adopt(tmp: string, sha256: string, size: number): Promise<void> {
+    if ((await this.size(sha256)) === size) {
+      await rm(tmp, { force: true });
+      return;
+    }
+    const dest = this.objectPath(sha256);
+    await mkdir(join(dest, ".."), { recursive: true });
+    await rename(tmp, dest);
+    this.stats.objectsStored++;
+  }
+
+  /** Removes a temp file made by {@link tempFile}. */
+  async discard(tmp: string): Promise<void> {
+    await rm(tmp, { force: true });
+  }
+
+  /** A fresh temp file path under lfs/tmp. */
+  async tempFile(prefix: string): Promise<string> {
+    return this.tmpPath(`${prefix}-${randomBytes(8).toString("hex")}`);
   }
 
   /** Answers one batch object: stored → no actions; otherwise a basic or multipart upload URL. */
@@ -76,7 +122,7 @@ export class LfsStore {
       return { oid, size: Number(size), error: { code: 422, message: `size must be an integer up to ${MAX_LFS_OBJECT}` } };
     }
     if (await this.has(oid, size)) return { oid, size };
-    this.expireTickets();
+    await this.expireTickets();
     const id = randomBytes(20).toString("hex");
     const multipart = size > this.chunkSize;
     this.tickets.set(id, {
@@ -85,6 +131,8 @@ export class LfsStore {
       expires: Date.now() + TICKET_TTL_MS,
       chunkSize: multipart ? this.chunkSize : undefined,
       parts: new Map(),
+      touched: Date.now(),
+      stored: false,
     });
     const href = `${baseUrl}/__megahub/lfs/${id}`;
     if (!multipart) return { oid, size, actions: { upload: { href } } };
@@ -101,6 +149,12 @@ export class LfsStore {
     if (id === undefined || ticket === undefined || ticket.expires < Date.now()) {
       req.resume();
       throw new HttpError(404, "unknown or expired upload URL; ask the batch endpoint for a new one");
+    }
+    ticket.touched = Date.now();
+    if (ticket.stored && (await this.has(ticket.oid, ticket.size))) {
+      // The client did not see our answer (connection lost) and sends again: the object is there, say so.
+      req.resume();
+      return kind === "part" ? { ETag: ticket.parts.get(Number(n)) ?? '"stored"' } : {};
     }
     if (method === "PUT" && kind === undefined && ticket.chunkSize === undefined) {
       await this.receiveWhole(id, ticket, req);
@@ -182,18 +236,22 @@ export class LfsStore {
   }
 
   private async complete(id: string, ticket: Ticket, req: IncomingMessage): Promise<void> {
-    const chunks: Buffer[] = [];
-    for await (const c of req) chunks.push(c as Buffer);
+    const count = Math.ceil(ticket.size / (ticket.chunkSize as number));
+    // Bounded by the number of parts: an unbounded body here once took the server to 1.3 GB.
+    const text = await readBody(req, 4096 + count * COMPLETE_BYTES_PER_PART);
     let body: { oid?: unknown; parts?: unknown };
     try {
-      body = JSON.parse(Buffer.concat(chunks).toString("utf8")) as typeof body;
+      body = JSON.parse(text.toString("utf8")) as typeof body;
     } catch {
       throw new HttpError(400, "completion body is not JSON");
     }
     if (body.oid !== ticket.oid || !Array.isArray(body.parts)) throw new HttpError(400, "completion does not match the upload");
-    const count = Math.ceil(ticket.size / (ticket.chunkSize as number));
+    const byNumber = new Map<unknown, unknown>();
+    for (const p of body.parts as Array<{ partNumber?: unknown; etag?: unknown } | null>) {
+      if (typeof p === "object" && p !== null) byNumber.set(p.partNumber, p.etag);
+    }
     for (let i = 1; i <= count; i++) {
-      const sent = (body.parts as Array<{ partNumber?: unknown; etag?: unknown }>).find((p) => p.partNumber === i);
+      const sent = { etag: byNumber.get(i) };
       if (ticket.parts.get(i) === undefined || sent?.etag !== ticket.parts.get(i)) {
         throw new HttpError(400, `part ${i} is missing or its ETag does not match`);
       }
@@ -222,7 +280,7 @@ export class LfsStore {
     const dest = this.objectPath(ticket.oid);
     await mkdir(join(dest, ".."), { recursive: true });
     await rename(tmp, dest);
-    this.tickets.delete(id);
+    ticket.stored = true;
     this.stats.objectsStored++;
   }
 
@@ -237,8 +295,22 @@ export class LfsStore {
     return join(dir, name);
   }
 
-  private expireTickets(): void {
-    const now = Date.now();
-    for (const [id, t] of this.tickets) if (t.expires < now) this.tickets.delete(id);
+  /** Drops expired and idle tickets, removing the temp file of an unfinished multipart upload. */
+  async expireTickets(now = Date.now(), idleMs = TICKET_IDLE_MS): Promise<number> {
+    let removed = 0;
+    for (const [id, t] of this.tickets) {
+      if (t.expires >= now && now - t.touched < idleMs) continue;
+      this.tickets.delete(id);
+      if (!t.stored && t.chunkSize !== undefined) {
+        await rm(await this.tmpPath(`${id}.multipart`), { force: true });
+        removed++;
+      }
+    }
+    return removed;
+  }
+
+  /** Open upload URLs, for tests. */
+  get openTickets(): number {
+    return this.tickets.size;
   }
 }

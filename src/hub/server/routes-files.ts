@@ -25,7 +25,7 @@ export async function fileRoute(
 ): Promise<void> {
   const problem = repoPathProblem(path);
   if (problem !== undefined) throw new HttpError(400, `invalid path: ${problem}`);
-  const repo = await state.store.mustGetRepo(type, name, ctx.authed);
+  const repo = await state.store.mustGetRepo(type, name, ctx.principal);
   const commitId = await state.store.resolveRevision(repo, rev);
   const entry = (await state.store.getCommit(repo, commitId)).tree[path];
   if (entry === undefined) throw new HttpError(404, `Entry not found: ${path}`, "EntryNotFound");

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { repoPathProblem } from "../repo-path.js";
-import { HttpError, readJson, sendJson, type RequestContext } from "./http-util.js";
+import { HttpError, readBody, readJson, sendJson, type RequestContext } from "./http-util.js";
 import type { HubState } from "./state.js";
 import type { CommitRecord, RepoType, TreeEntry } from "./storage.js";
 
@@ -27,7 +27,7 @@ export async function treeRoute(
   rev: string,
   path: string,
 ): Promise<void> {
-  const repo = await state.store.mustGetRepo(type, name, ctx.authed);
+  const repo = await state.store.mustGetRepo(type, name, ctx.principal);
   const commit = await state.store.getCommit(repo, await state.store.resolveRevision(repo, rev));
   if (path !== "" && repoPathProblem(path) !== undefined) throw new HttpError(400, "invalid path");
   const recursive = ctx.query.get("recursive") === "true";
@@ -59,10 +59,11 @@ export async function pathsInfoRoute(
   name: string,
   rev: string,
 ): Promise<void> {
-  const body = await readJson(ctx.req);
-  const repo = await state.store.mustGetRepo(type, name, ctx.authed);
+  const body = await readPathsBody(ctx);
+  const repo = await state.store.mustGetRepo(type, name, ctx.principal);
   const commit = await state.store.getCommit(repo, await state.store.resolveRevision(repo, rev));
   if (!Array.isArray(body.paths)) throw new HttpError(400, '"paths" must be an array');
+  if (body.paths.length > 10_000) throw new HttpError(400, "at most 10,000 paths per call");
   const out: ApiEntry[] = [];
   const dirs = directories(commit);
   for (const p of body.paths as unknown[]) {
@@ -71,7 +72,7 @@ export async function pathsInfoRoute(
     if (file !== undefined) out.push(fileEntry(file));
     else if (dirs.has(p)) out.push(dirEntry(p));
   }
-  if (body.expand === true) {
+  if (body.expand === true || body.expand === "true" || body.expand === "True") {
     for (const e of out) e.lastCommit = { id: commit.id, title: commit.summary, date: commit.at };
   }
   sendJson(ctx, 200, out);
@@ -113,4 +114,15 @@ function fileEntry(e: TreeEntry): ApiEntry {
 
 function dirEntry(path: string): ApiEntry {
   return { type: "directory", path, size: 0, oid: createHash("sha1").update(`tree ${path}`).digest("hex") };
+}
+
+/**
+ * The paths-info body: JSON from @huggingface/hub, form-encoded (`paths=a&paths=b&expand=False`) from Python's
+ * `get_paths_info`, as the Hub accepts both.
+ */
+async function readPathsBody(ctx: RequestContext): Promise<Record<string, unknown>> {
+  const type = ctx.req.headers["content-type"] ?? "";
+  if (!type.startsWith("application/x-www-form-urlencoded")) return readJson(ctx.req, undefined, ctx.budget);
+  const form = new URLSearchParams((await readBody(ctx.req, 16 * 1024 * 1024, ctx.budget)).toString("utf8"));
+  return { paths: form.getAll("paths"), expand: form.get("expand") ?? false };
 }

@@ -1,9 +1,10 @@
 import { createHash, randomBytes } from "node:crypto";
-import { mkdir, readFile, rm, stat } from "node:fs/promises";
+import { mkdir, readdir, readFile, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { writeFileAtomic } from "../../io/atomic.js";
 import { gitBlobSha1 } from "../local-files.js";
 import { checkRepoId, isSafeRevision, repoPathProblem } from "../repo-path.js";
+import { ownsNamespace, type Principal } from "./auth.js";
 import { HttpError } from "./http-util.js";
 import { DEFAULT_GITATTRIBUTES, lfsPointer } from "./upload-mode.js";
 
@@ -26,6 +27,8 @@ export interface CommitRecord {
   summary: string;
   description: string;
   at: string;
+  /** User whose token made the commit (absent in the initial commit and in data of older versions). */
+  author?: string;
   tree: Record<string, TreeEntry>;
 }
 
@@ -38,12 +41,14 @@ export interface RepoRecord {
   createdAt: string;
   /** Branch → commit id. */
   refs: Record<string, string>;
+  /** Tag → commit id and message. */
+  tags?: Record<string, { commit: string; message: string }>;
 }
 
 /** One operation of an NDJSON commit, validated. */
 export type CommitOp =
   | { kind: "file"; path: string; content: Buffer }
-  | { kind: "lfs"; path: string; oid: string; size: number }
+  | { kind: "lfs"; path: string; oid: string; size: number | undefined }
   | { kind: "delete"; path: string }
   | { kind: "deleteFolder"; path: string };
 
@@ -72,7 +77,9 @@ export class RepoStore {
 
   async getRepo(type: RepoType, name: string): Promise<RepoRecord | undefined> {
     try {
-      return JSON.parse(await readFile(join(this.repoDir(type, name), "repo.json"), "utf8")) as RepoRecord;
+      const repo = JSON.parse(await readFile(join(this.repoDir(type, name), "repo.json"), "utf8")) as RepoRecord;
+      // Null-prototype maps: a branch named `constructor` or `__proto__` must find nothing, not Object's members.
+      return { ...repo, refs: dict(repo.refs), tags: dict(repo.tags ?? {}) };
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
       throw e;
@@ -80,9 +87,9 @@ export class RepoStore {
   }
 
   /** The repo, or 404 `RepoNotFound` (also for a private repo the caller may not see). */
-  async mustGetRepo(type: RepoType, name: string, authed: boolean): Promise<RepoRecord> {
+  async mustGetRepo(type: RepoType, name: string, principal: Principal | undefined): Promise<RepoRecord> {
     const repo = await this.getRepo(type, name);
-    if (repo === undefined || (repo.private && !authed)) {
+    if (repo === undefined || (repo.private && !ownsNamespace(principal, name.split("/")[0] ?? ""))) {
       throw new HttpError(404, "Repository not found", "RepoNotFound");
     }
     return repo;
@@ -115,10 +122,14 @@ export class RepoStore {
     });
   }
 
-  /** Commit id of a branch name, `HEAD`, or a full commit id; 404 `RevisionNotFound` otherwise. */
+  /**
+   * Commit id of a branch or tag name (also spelled `refs/heads/…`, `refs/tags/…`), `HEAD`, or a full commit id;
+   * 404 `RevisionNotFound` otherwise, 400 for a name no ref can have.
+   */
   async resolveRevision(repo: RepoRecord, rev: string): Promise<string> {
-    const branch = rev === "HEAD" ? "main" : rev;
-    const id = repo.refs[branch];
+    if (rev.length > 256) throw new HttpError(400, "invalid revision");
+    const name = rev === "HEAD" ? "main" : rev.replace(/^refs\/(heads|tags)\//, "");
+    const id = own(repo.refs, name) ?? own(repo.tags ?? {}, name)?.commit;
     if (id !== undefined) return id;
     if (/^[0-9a-f]{40}$/.test(rev) && (await this.exists(join(this.repoDir(repo.type, repo.name), "commits", `${rev}.json`)))) {
       return rev;
@@ -127,18 +138,89 @@ export class RepoStore {
   }
 
   async getCommit(repo: RepoRecord, id: string): Promise<CommitRecord> {
+    if (!/^[0-9a-f]{40}$/.test(id)) throw new HttpError(404, "Invalid rev id", "RevisionNotFound");
     const file = join(this.repoDir(repo.type, repo.name), "commits", `${id}.json`);
-    return JSON.parse(await readFile(file, "utf8")) as CommitRecord;
+    const commit = JSON.parse(await readFile(file, "utf8")) as CommitRecord;
+    return { ...commit, tree: dict(commit.tree) };
+  }
+
+  /** Commits reachable from `rev` by first parents, newest first: `skip` of them, then up to `limit`. */
+  async history(repo: RepoRecord, rev: string, skip: number, limit: number): Promise<{ commits: CommitRecord[]; more: boolean }> {
+    let id: string | undefined = await this.resolveRevision(repo, rev);
+    const commits: CommitRecord[] = [];
+    for (let i = 0; id !== undefined && commits.length <= limit; i++) {
+      const c = await this.getCommit(repo, id);
+      if (i >= skip) commits.push(c);
+      id = c.parents[0];
+    }
+    const more = commits.length > limit;
+    return { commits: commits.slice(0, limit), more };
+  }
+
+  /** Every repo of a type, as stored (visibility is the caller's business). */
+  async listRepos(type: RepoType): Promise<RepoRecord[]> {
+    const root = join(this.dataDir, "repos", `${type}s`);
+    const out: RepoRecord[] = [];
+    for (const ns of await readdir(root).catch(() => [] as string[])) {
+      for (const name of await readdir(join(root, ns)).catch(() => [] as string[])) {
+        const repo = await this.getRepo(type, `${ns}/${name}`).catch(() => undefined);
+        if (repo !== undefined) out.push(repo);
+      }
+    }
+    return out.sort((a, b) => a.name.localeCompare(b.name));
   }
 
   /** Creates `branch` at `from` (default main); 409 when it exists, unless `overwrite`. */
   async createBranch(repo: RepoRecord, branch: string, from: string | undefined, overwrite: boolean): Promise<void> {
-    if (!isSafeRevision(branch) || /^[0-9a-f]{40}$/.test(branch)) throw new HttpError(400, "invalid branch name");
+    if (!isSafeRevision(branch) || /^[0-9a-f]{40}$/.test(branch)) throw new HttpError(400, "Invalid reference name");
+    await this.updateRefs(repo, async (current) => {
+      if (own(current.refs, branch) !== undefined && !overwrite) throw new HttpError(409, `Reference already exists: refs/heads/${branch}`);
+      current.refs[branch] = await this.resolveRevision(current, from ?? "main");
+    });
+  }
+
+  /** Deletes a branch other than main; 404 when there is none. */
+  async deleteBranch(repo: RepoRecord, branch: string): Promise<void> {
+    await this.updateRefs(repo, async (current) => {
+      if (branch === "main") throw new HttpError(403, "You cannot delete the default branch");
+      if (own(current.refs, branch) === undefined) throw new HttpError(404, `Invalid rev id: ${branch.slice(0, 100)}`, "RevisionNotFound");
+      delete current.refs[branch];
+    });
+  }
+
+  /** Tags `rev` as `tag`; 409 when the tag exists. */
+  async createTag(repo: RepoRecord, tag: string, rev: string, message: string): Promise<void> {
+    if (!isSafeRevision(tag) || /^[0-9a-f]{40}$/.test(tag)) throw new HttpError(400, "Invalid reference name");
+    await this.updateRefs(repo, async (current) => {
+      const tags = current.tags ?? dict<{ commit: string; message: string }>({});
+      if (own(tags, tag) !== undefined) throw new HttpError(409, `Reference already exists: refs/tags/${tag}`);
+      tags[tag] = { commit: await this.resolveRevision(current, rev), message };
+      current.tags = tags;
+    });
+  }
+
+  async deleteTag(repo: RepoRecord, tag: string): Promise<void> {
+    await this.updateRefs(repo, async (current) => {
+      if (own(current.tags ?? {}, tag) === undefined) throw new HttpError(404, `Invalid rev id: ${tag.slice(0, 100)}`, "RevisionNotFound");
+      delete current.tags?.[tag];
+    });
+  }
+
+  async setPrivate(type: RepoType, name: string, isPrivate: boolean): Promise<void> {
+    const repo = await this.getRepo(type, name);
+    if (repo === undefined) throw new HttpError(404, "Repository not found", "RepoNotFound");
+    await this.updateRefs(repo, async (current) => {
+      current.private = isPrivate;
+    });
+  }
+
+  /** Re-reads repo.json under the repo's lock, lets `change` edit it, and writes it back atomically. */
+  private async updateRefs(repo: RepoRecord, change: (current: RepoRecord) => Promise<void>): Promise<void> {
     const dir = this.repoDir(repo.type, repo.name);
     await this.withLock(dir, async () => {
-      const current = (await this.getRepo(repo.type, repo.name)) as RepoRecord;
-      if (current.refs[branch] !== undefined && !overwrite) throw new HttpError(409, `branch ${branch} already exists`);
-      current.refs[branch] = await this.resolveRevision(current, from ?? "main");
+      const current = await this.getRepo(repo.type, repo.name);
+      if (current === undefined) throw new HttpError(404, "Repository not found", "RepoNotFound");
+      await change(current);
       await writeFileAtomic(join(dir, "repo.json"), JSON.stringify(current));
     });
   }
@@ -150,45 +232,48 @@ export class RepoStore {
   async commit(
     repoRef: RepoRecord,
     branch: string,
-    header: { summary: string; description: string; parentCommit: string | undefined },
+    header: { summary: string; description: string; parentCommit: string | undefined; author?: string | undefined },
     ops: readonly CommitOp[],
     lfsHas: (oid: string, size: number) => Promise<boolean>,
+    lfsSize: (oid: string) => Promise<number | undefined>,
   ): Promise<CommitRecord> {
     const dir = this.repoDir(repoRef.type, repoRef.name);
     return this.withLock(dir, async () => {
       const repo = await this.getRepo(repoRef.type, repoRef.name);
       if (repo === undefined) throw new HttpError(404, "Repository not found", "RepoNotFound");
-      const headId = repo.refs[branch];
+      const headId = own(repo.refs, branch);
       if (headId === undefined) throw new HttpError(404, `Invalid rev id: ${branch}`, "RevisionNotFound");
       if (header.parentCommit !== undefined && header.parentCommit !== headId) {
         throw new HttpError(412, "A commit has happened since. Please refresh and try again.");
       }
-      const tree = { ...(await this.getCommit(repo, headId)).tree };
+      const tree = dict((await this.getCommit(repo, headId)).tree);
       for (const op of ops) {
         const problem = repoPathProblem(op.path);
         if (problem !== undefined) throw new HttpError(400, `invalid path ${JSON.stringify(op.path.slice(0, 200))}: ${problem}`);
         if (op.kind === "file") {
           tree[op.path] = { path: op.path, size: op.content.length, oid: await this.putBlob(op.content) };
         } else if (op.kind === "lfs") {
-          if (!(await lfsHas(op.oid, op.size))) {
-            throw new HttpError(422, `LFS object ${op.oid} (${op.size} bytes) for ${op.path} was never uploaded`);
+          // A copy (Python's CommitOperationCopy) names the oid only: the size is the stored object's.
+          const size = op.size ?? (await lfsSize(op.oid));
+          if (size === undefined || !(await lfsHas(op.oid, size))) {
+            throw new HttpError(422, `LFS object ${op.oid} for ${op.path} was never uploaded`);
           }
-          const pointer = Buffer.from(lfsPointer(op.oid, op.size));
+          const pointer = Buffer.from(lfsPointer(op.oid, size));
           tree[op.path] = {
             path: op.path,
-            size: op.size,
+            size,
             oid: gitBlobSha1(pointer),
-            lfs: { oid: op.oid, size: op.size, pointerSize: pointer.length },
+            lfs: { oid: op.oid, size, pointerSize: pointer.length },
           };
         } else if (op.kind === "delete") {
-          if (tree[op.path] === undefined) throw new HttpError(404, `${op.path} does not exist`, "EntryNotFound");
+          if (tree[op.path] === undefined) throw new HttpError(404, `Entry not found: ${op.path}`, "EntryNotFound");
           delete tree[op.path];
         } else {
           for (const p of Object.keys(tree)) if (p.startsWith(`${op.path}/`)) delete tree[p];
         }
       }
       checkNoFileDirClash(tree);
-      const commit = await this.writeCommit(dir, [headId], header.summary, header.description, tree);
+      const commit = await this.writeCommit(dir, [headId], header.summary, header.description, tree, header.author);
       repo.refs[branch] = commit.id;
       await writeFileAtomic(join(dir, "repo.json"), JSON.stringify(repo));
       return commit;
@@ -215,13 +300,14 @@ export class RepoStore {
     summary: string,
     description: string,
     tree: Record<string, TreeEntry>,
+    author?: string,
   ): Promise<CommitRecord> {
     const at = new Date().toISOString();
     // Like git, the id hashes the parents, tree and message; the nonce keeps two identical commits distinct.
     const id = createHash("sha1")
       .update(JSON.stringify({ parents, summary, at, tree, nonce: randomBytes(8).toString("hex") }))
       .digest("hex");
-    const commit: CommitRecord = { id, parents, summary, description, at, tree };
+    const commit: CommitRecord = { id, parents, summary, description, at, ...(author !== undefined ? { author } : {}), tree };
     await writeFileAtomic(join(dir, "commits", `${id}.json`), JSON.stringify(commit));
     return commit;
   }
@@ -258,4 +344,14 @@ function checkNoFileDirClash(tree: Record<string, TreeEntry>): void {
       if (tree[prefix] !== undefined) throw new HttpError(400, `${p} conflicts with the file ${prefix}`);
     }
   }
+}
+
+/** A null-prototype copy of a JSON map, so that no key reaches Object.prototype. */
+export function dict<T>(from: Record<string, T>): Record<string, T> {
+  return Object.assign(Object.create(null) as Record<string, T>, from);
+}
+
+/** `map[key]` when it is the map's own entry. */
+export function own<T>(map: Record<string, T>, key: string): T | undefined {
+  return Object.hasOwn(map, key) ? map[key] : undefined;
 }

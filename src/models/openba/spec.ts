@@ -126,9 +126,14 @@ export const OPENBA_SPECIAL = {
   extraRows: 103,
 } as const;
 
-/** The UL2 prompt OpenBA was trained with: `<S> {input} <extra_id_0>`. */
+/**
+ * The UL2 prompt OpenBA was trained with, `<S> {input} <extra_id_0>`, followed by `</s>`: OpenBA's documented
+ * usage runs the HF tokenizer on `<S> {input} <extra_id_0>`, which appends `</s>`, while transformers'
+ * `apply_chat_template(tokenize=True)` adds no special tokens, so the template itself must end with the eos token
+ * for both to give the model the same ids.
+ */
 export const OPENBA_CHAT_TEMPLATE =
-  "{% for message in messages %}{% if message['role'] == 'user' %}{{ '<S> ' + message['content'] + ' <extra_id_0>' }}{% endif %}{% endfor %}";
+  "{% for message in messages %}{% if message['role'] == 'user' %}{{ '<S> ' + message['content'] + ' <extra_id_0>' + eos_token }}{% endif %}{% endfor %}";
 
 /** Where users load OpenBA's modeling code from (trust_remote_code); v2's modeling reads ffn_hidden_size literally. */
 export const OPENBA_REMOTE_CODE_REPO = "OpenNLG/OpenBA-V2-Based";

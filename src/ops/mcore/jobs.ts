@@ -71,13 +71,14 @@ export interface McoreConvertJob extends McoreJobCommon {
 }
 
 /** Megatron-Core GPT (legacy, any TP × PP × VPP) → HF Llama / Mistral / Qwen2 / Qwen3. */
-export async function convertMcoreToHf(ckpt: MegatronCheckpoint, job: McoreConvertJob): Promise<McoreJobResult & { hf: Omit<McoreHfPlan, "plan"> }> {
+export async function convertMcoreToHf(ckpt: MegatronCheckpoint, job: McoreConvertJob): Promise<McoreJobResult & { hf: Omit<McoreHfPlan, "plan">; sourceDtypes: Dtype[] }> {
   const m = megatronMcoreModel(ckpt);
   const { plan, ...hf } = await planMcoreHfFiles(m, job);
   const summary = headerBytes(plan);
   const settings = { dtype: job.dtype ?? "keep", hfArch: hf.hfArch, maxShardBytes: job.maxShardBytes ?? null, tokenizer: job.tokenizer ?? null, trueVocab: hf.vocab };
   const execution = await run(plan, job, "convert", { ...parallelSource(ckpt), dtype: hf.dtypes.join(",") }, settings, m, hf.vocab);
-  return { architecture: "gpt", summary, dims: m.dims, features: m.features, flavour: m.flavour, parameters: hf.parameters, hf, ...(execution ? { execution } : {}) };
+  const sourceDtypes = [...new Set([...m.tensors.values()].map((r) => r.dtype))];
+  return { architecture: "gpt", summary, dims: m.dims, features: m.features, flavour: m.flavour, parameters: hf.parameters, hf, sourceDtypes, ...(execution ? { execution } : {}) };
 }
 
 export interface McoreMegatronJob extends McoreJobCommon, McoreParallel {

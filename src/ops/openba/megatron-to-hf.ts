@@ -27,6 +27,8 @@ export interface ConvertPlan {
   dims: OpenbaDims;
   params: ParamCounts;
   dtypes: Dtype[];
+  /** Dtypes of the checkpoint's tensors before any --dtype cast (to know whether the output is a rounding). */
+  sourceDtypes: Dtype[];
   tokenizer?: TokenizerFacts;
 }
 
@@ -100,7 +102,8 @@ export async function planHfFiles(model: GlobalModel, options: ConvertOptions = 
     { kind: "text", path: "generation_config.json", content: json(generationConfig()) },
   );
   const dtypes = [...new Set(tensors.map((t) => t.recipe.dtype))];
-  return { plan: { files, notes }, dims, params: countParams(dims, false), dtypes, ...(tokenizer ? { tokenizer } : {}) };
+  const sourceDtypes = [...new Set([...model.tensors.values()].map((r) => r.dtype))];
+  return { plan: { files, notes }, dims, params: countParams(dims, false), dtypes, sourceDtypes, ...(tokenizer ? { tokenizer } : {}) };
 }
 
 const json = (v: unknown) => `${JSON.stringify(v, null, 2)}\n`;

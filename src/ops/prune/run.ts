@@ -13,6 +13,7 @@ import { planHfFiles, type DtypeOption } from "../openba/megatron-to-hf.js";
 import { planTokenizerFiles } from "../../models/openba/tokenizer.js";
 import { magnitudeMasks } from "./magnitude.js";
 import { DEFAULT_SEED, placeholderMasks, randomMasks, resolvePrune, type PruneMasks, type PruneStrategy, type PruneTarget, type ResolvedPrune } from "./masks.js";
+import { completeMasks, type MasksInput } from "./masks-read.js";
 import { applyPruneMasks, MASKS_FILE, masksFromManifest, masksManifest, type MasksManifest } from "./structure.js";
 import { synthesizedArgs } from "../openba/to-megatron.js";
 
@@ -27,7 +28,7 @@ export interface PruneJob extends PruneTarget {
    * Re-apply a masks manifest (a `prune-masks.json` an earlier prune wrote, or masks built from OpenBA's rank{r}.pt)
    * instead of choosing masks: the target comes from the manifest, whose source dims must match this source.
    */
-  masks?: MasksManifest;
+  masks?: MasksManifest | MasksInput;
   /** @default 1234 (OpenBA's example seed) */
   seed?: number;
   /** @default "hf" */
@@ -80,14 +81,22 @@ export async function pruneCheckpoint(job: PruneJob): Promise<PruneResult> {
   if (!job.dryRun) await assertWritableTarget(job.out);
   const src = await openModel(job.input, job.iteration);
   try {
-    const resolved = resolvePrune(src.model.dims, job.masks ? targetOfManifest(job.masks, src.model.dims, job) : job);
+    // Hand-written and OpenBA rank{r}.pt masks are completed against this source (dims, dropped layers) first.
+    const manifest = job.masks ? completeMasks(job.masks, src.model.dims, { encoder: job.dropEncoder, decoder: job.dropDecoder }) : undefined;
+    const targetJob = { ...job, dropEncoder: undefined, dropDecoder: undefined };
+    const resolved = resolvePrune(src.model.dims, manifest ? targetOfManifest(manifest, src.model.dims, targetJob) : job);
     const tp = to === "megatron" ? (job.tp ?? src.info.tp ?? 1) : undefined;
     if (tp !== undefined) checkTp(resolved.to, tp);
     const notes = [...resolved.notes];
+    if (resolved.to.ffn !== resolved.from.ffn && resolved.to.ffn % 256 !== 0) {
+      // OpenBA's published v1 modeling computes F = 256·ceil(int(2·ffn/3)/256), i.e. widths in multiples of 256;
+      // the v2 modeling the config points at could not be read to confirm it accepts any width.
+      notes.push(`warning: --ffn ${resolved.to.ffn} is not a multiple of 256; OpenBA's published v1 modeling code rounds the FFN width to a multiple of 256, so check the modeling code you load the model with`);
+    }
     let masks: PruneMasks;
-    if (job.masks) {
-      masks = masksFromManifest(job.masks);
-      notes.push(`masks re-applied from a ${job.masks.strategy} masks file`);
+    if (manifest) {
+      masks = masksFromManifest(manifest);
+      notes.push(`masks re-applied from a ${manifest.strategy} masks file`);
     } else if (strategy === "random") {
       masks = randomMasks(resolved, job.seed ?? DEFAULT_SEED);
     } else if (job.dryRun) {
@@ -98,16 +107,16 @@ export async function pruneCheckpoint(job: PruneJob): Promise<PruneResult> {
     }
     const pruned = applyPruneMasks(src.model, masks, resolved.to);
     // Re-applied masks keep their own account of how they were drawn (OpenBA's Python random, an earlier run …).
-    const manifest = job.masks ? { ...masksManifest(resolved, masks), prng: job.masks.prng } : masksManifest(resolved, masks);
+    const written = manifest ? { ...masksManifest(resolved, masks), strategy: manifest.strategy, prng: manifest.prng } : masksManifest(resolved, masks);
     const output = await planOutput(pruned, src, to, tp, job);
     const plan: Plan = {
-      files: [...output.plan.files, { kind: "text", path: MASKS_FILE, content: `${JSON.stringify(manifest, null, 2)}\n` }],
+      files: [...output.plan.files, { kind: "text", path: MASKS_FILE, content: `${JSON.stringify(written, null, 2)}\n` }],
       notes: [...notes, ...output.plan.notes],
     };
     const summary = summarizePlan(plan, (f) => safetensorsHeader(f).byteLength);
     const outDims = output.dims;
     const params = { before: countParams(resolved.from, to === "megatron"), after: countParams(outDims, to === "megatron") };
-    const result: PruneResult = { resolved, masks: manifest, params, dims: outDims, summary, source: src.info, to, ...(tp === undefined ? {} : { tp }), notes: [...plan.notes], out: job.out };
+    const result: PruneResult = { resolved, masks: written, params, dims: outDims, summary, source: src.info, to, ...(tp === undefined ? {} : { tp }), notes: [...plan.notes], out: job.out };
     if (job.dryRun) return result;
     const step: Omit<LineageStep, "at"> = {
       step: "prune",
