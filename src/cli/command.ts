@@ -54,18 +54,23 @@ export const MEGATRON_OUT_OPTIONS = {
   "make-vocab-size-divisible-by": { type: "string" },
   "true-vocab-size": { type: "string" },
   "dry-run": { type: "boolean" },
+  "keep-unknown-globals": { type: "boolean" },
 } satisfies OptionSpec;
+
+/** The flag of every command that writes Megatron pickles carrying values from the source. */
+export const KEEP_UNKNOWN_GLOBALS_HELP =
+  "--keep-unknown-globals  carry pickle globals that are not on megahub's allow-list into the output (off: they are dropped, and named); torch.load of the output would import and may run them";
 
 /** Reads MEGATRON_OUT_OPTIONS: the required --out and --tp, and the optional numbers under their job names. */
 export function megatronOutJob(
   values: ParsedValues,
   usage: string,
-): { out: string; tp: number; dryRun: boolean; iteration?: number; divisibleBy?: number; trueVocab?: number } {
+): { out: string; tp: number; dryRun: boolean; keepUnknownGlobals: boolean; iteration?: number; divisibleBy?: number; trueVocab?: number } {
   const out = stringOpt(values, "out");
   const tp = intOpt(values, "tp");
   if (!out || tp === undefined) throw new RangeError(`${usage} needs --out <dir> and --tp N`);
   const optional = { iteration: "iteration", divisibleBy: "make-vocab-size-divisible-by", trueVocab: "true-vocab-size" };
-  const job: ReturnType<typeof megatronOutJob> = { out, tp, dryRun: values["dry-run"] === true };
+  const job: ReturnType<typeof megatronOutJob> = { out, tp, dryRun: values["dry-run"] === true, keepUnknownGlobals: values["keep-unknown-globals"] === true };
   for (const [key, flag] of Object.entries(optional) as [keyof typeof optional, string][]) {
     const v = intOpt(values, flag);
     if (v !== undefined) job[key] = v;

@@ -9,7 +9,7 @@ import { FileSource } from "../io/byte-source.js";
 import { countParams, type OpenbaDims, type ParamCounts } from "../models/openba-dims.js";
 import { byteSize } from "../tensors/dtypes.js";
 import { readModelDir } from "../verify/model-dir.js";
-import { planMegatronToHf } from "./megatron-to-hf.js";
+import { planMegatronToHf, unvettedGlobalsNote } from "./megatron-to-hf.js";
 
 export interface TensorRow {
   name: string;
@@ -98,7 +98,7 @@ async function inspectMegatron(path: string, options: { iteration?: number }): P
       report.notes.push(`not recognised as OpenBA: ${(e as Error).message}`);
     }
     if (ckpt.dangerousGlobals.length > 0) {
-      report.notes.push(`pickles name code-running globals, loaded as inert data: ${ckpt.dangerousGlobals.join(", ")}`);
+      report.notes.push(unvettedGlobalsNote(ckpt.dangerousGlobals));
     }
     return report;
   } finally {
@@ -124,7 +124,7 @@ async function inspectTorchFile(path: string): Promise<InspectReport> {
       dangerousGlobals: f.report.dangerous,
       notes: [
         `torch ${f.format} file`,
-        ...(f.report.dangerous.length > 0 ? [`names code-running globals, loaded as inert data: ${f.report.dangerous.join(", ")}`] : []),
+        ...(f.report.dangerous.length > 0 ? [unvettedGlobalsNote(f.report.dangerous)] : []),
       ],
     };
   } finally {

@@ -5,7 +5,7 @@ import { pruneCheckpoint, sourceDims, type PruneJob, type PruneResult } from "..
 import type { PruneTarget } from "../../converters/prune-masks.js";
 import type { MasksManifest } from "../../converters/prune-structure.js";
 import { MegahubError } from "../../errors.js";
-import { intOpt, stringOpt, type Command, type ParsedValues, parseSize } from "../command.js";
+import { KEEP_UNKNOWN_GLOBALS_HELP, intOpt, stringOpt, type Command, type ParsedValues, parseSize } from "../command.js";
 import { formatBytes, formatParams, table } from "../format.js";
 import type { Reporter } from "../reporter.js";
 
@@ -13,7 +13,7 @@ export const pruneCommand: Command = {
   name: "prune",
   summary: "prune layers, hidden size, heads and FFN width to any target (OpenBA-v2's method), or --plan the parameter counts",
   usage:
-    "megahub prune <megatron-path|hf-dir> --out <dir> [--hidden N] [--ffn N] [--heads N] [--drop-encoder-layers 4,8] [--drop-decoder-layers 7,11] [--encoder-layers N] [--decoder-layers N] [--strategy random|magnitude] [--seed S] [--masks prune-masks.json] [--to hf|megatron] [--tp N] [--true-vocab-size V] [--tokenizer spiece.model] [--plan] [--from-config config.json] [--dry-run] [--json]",
+    "megahub prune <megatron-path|hf-dir> --out <dir> [--hidden N] [--ffn N] [--heads N] [--drop-encoder-layers 4,8] [--drop-decoder-layers 7,11] [--encoder-layers N] [--decoder-layers N] [--strategy random|magnitude] [--seed S] [--masks prune-masks.json] [--to hf|megatron] [--tp N] [--true-vocab-size V] [--tokenizer spiece.model] [--plan] [--from-config config.json] [--keep-unknown-globals] [--dry-run] [--json]",
   options: {
     out: { type: "string", short: "o" },
     hidden: { type: "string" },
@@ -37,6 +37,7 @@ export const pruneCommand: Command = {
     dtype: { type: "string" },
     "max-shard-size": { type: "string" },
     "dry-run": { type: "boolean" },
+    "keep-unknown-globals": { type: "boolean" },
   },
   details: [
     "Semantics as OpenBA's prune_model: one global hidden mask; per layer a head mask (shared by a decoder layer's",
@@ -49,6 +50,7 @@ export const pruneCommand: Command = {
     "--masks FILE          re-apply a masks file (an earlier prune-masks.json) to this source instead of choosing",
     "--to hf (default) or megatron (--tp N, default the source's TP); a masks file (prune-masks.json) is written beside",
     "the weights. --plan prints parameter counts before/after from headers or --from-config (no weights read).",
+    KEEP_UNKNOWN_GLOBALS_HELP,
   ],
   async run(positionals, values, out) {
     const target = targetOf(values);
@@ -120,6 +122,7 @@ async function jobOf(input: string, out: string, values: ParsedValues, target: P
     strategy,
     to,
     dryRun: values["dry-run"] === true,
+    ...(values["keep-unknown-globals"] === true ? { keepUnknownGlobals: true } : {}),
     ...(seed === undefined ? {} : { seed }),
     ...(masks ? { masks } : {}),
     ...(tp === undefined ? {} : { tp }),
@@ -195,6 +198,7 @@ function report(res: PruneResult, dryRun: boolean, out: Reporter): void {
     dropped: resolved.drop,
     parameters: res.params,
     masks: res.masks,
+    unknownGlobals: res.unknownGlobals,
     plan: summary,
     ...(res.execution ? { written: res.execution.files } : {}),
   });
@@ -213,4 +217,5 @@ function report(res: PruneResult, dryRun: boolean, out: Reporter): void {
     out.info("  dry run: nothing written");
   }
   for (const n of res.notes) out.info(`  note: ${n}`);
+  if (res.unknownGlobals.length > 0) out.warn(`unvetted pickle globals in the carried args: ${res.unknownGlobals.join(", ")}`);
 }

@@ -1,16 +1,18 @@
 import { reshardMegatron } from "../../converters/reshard.js";
-import { MEGATRON_OUT_OPTIONS, megatronOutJob, stringOpt, type Command } from "../command.js";
+import { KEEP_UNKNOWN_GLOBALS_HELP, MEGATRON_OUT_OPTIONS, megatronOutJob, stringOpt, type Command } from "../command.js";
 import { formatBytes, table } from "../format.js";
+import { unknownGlobalsNote } from "../../converters/megatron-write.js";
 
 export const reshardCommand: Command = {
   name: "reshard",
   summary: "re-split a Megatron checkpoint to another tensor-parallel size (writes Megatron checkpoints)",
   usage:
-    "megahub reshard <megatron-path> --out <dir> --tp N [--iteration N] [--make-vocab-size-divisible-by K] [--true-vocab-size V] [--tokenizer spiece.model] [--dry-run] [--json]",
+    "megahub reshard <megatron-path> --out <dir> --tp N [--iteration N] [--make-vocab-size-divisible-by K] [--true-vocab-size V] [--tokenizer spiece.model] [--keep-unknown-globals] [--dry-run] [--json]",
   options: { ...MEGATRON_OUT_OPTIONS, tokenizer: { type: "string" } },
   details: [
     "Optimizer and RNG state are TP-specific and are dropped; resume with --finetune (or --no-load-optim --no-load-rng).",
     "The padded vocabulary follows Megatron's rule for the new TP; the true size comes from --true-vocab-size, else --tokenizer, else args.",
+    KEEP_UNKNOWN_GLOBALS_HELP,
   ],
   async run(positionals, values, out) {
     const input = positionals[0];
@@ -28,11 +30,13 @@ export const reshardCommand: Command = {
       paddedVocab: res.paddedVocab,
       vocab: res.vocabChange,
       droppedState: res.dropped,
+      unknownGlobals: { names: res.unknownGlobals, kept: job.keepUnknownGlobals },
       plan: res.summary,
     });
     out.info(`${job.dryRun ? "plan" : "resharded"}: ${res.source.path} (TP ${res.source.tp}) → ${dir} (TP ${res.tp})`);
     out.info(table(["  file", "bytes"], res.summary.files.map((f) => [`  ${f.path}`, formatBytes(f.bytes)])));
     for (const n of res.summary.notes) out.info(`  note: ${n}`);
+    if (res.unknownGlobals.length > 0) out.warn(unknownGlobalsNote(res.unknownGlobals, job.keepUnknownGlobals));
     if (res.dropped.length > 0) out.warn(`dropped TP-specific state: ${res.dropped.join(", ")}`);
     return 0;
   },
