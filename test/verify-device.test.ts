@@ -15,8 +15,9 @@ describe.skipIf(cudaLibraryPresent)("execution provider selection without the CU
     const dir = await fixtureHfDir("fp32-tp1");
     const r = await runCli(["verify", dir, "--reference", referencePath("fp32-tp1"), "--device", "auto", "--no-record"]);
     expect(r.code).toBe(0);
-    expect(r.stderr).toMatch(/warning: CUDA unavailable \(.*Failed to load shared library.*\); ran on CPU/);
-    expect(r.stdout).toContain("execution provider: CPU");
+    // One note on the provider line, no warning on every CPU run.
+    expect(r.stderr).not.toMatch(/warning: .*CUDA/);
+    expect(r.stdout).toMatch(/execution provider: CPU \(note: --device auto found no usable CUDA: .*Failed to load shared library/);
   });
 
   it("--device auto is also the default, and --json carries the provider and the reason", async () => {

@@ -1,4 +1,6 @@
 import { readFile } from "node:fs/promises";
+import { MegahubError } from "../errors.js";
+import { parseJsonObject } from "../io/json-file.js";
 import { join } from "node:path";
 import { writeFileAtomic } from "../io/atomic.js";
 
@@ -58,7 +60,10 @@ export interface Manifest {
 
 export async function readManifest(dir: string): Promise<Manifest | undefined> {
   try {
-    return JSON.parse(await readFile(join(dir, MANIFEST_FILE), "utf8")) as Manifest;
+    const path = join(dir, MANIFEST_FILE);
+    const m = parseJsonObject(await readFile(path, "utf8"), path);
+    if (!Array.isArray(m.verification)) throw new MegahubError("FORMAT", "expected a \"verification\" list", { file: path });
+    return m as unknown as Manifest;
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
     throw e;

@@ -3,6 +3,7 @@ import { basename, join } from "node:path";
 import { MegahubError } from "../errors.js";
 import { readSafetensors } from "../formats/safetensors/read.js";
 import { FileSource } from "../io/byte-source.js";
+import { parseJsonObject } from "../io/json-file.js";
 import { INDEX_FILE } from "../formats/safetensors/write.js";
 import { OPENBA } from "../models/openba.js";
 import type { OpenbaDims } from "../models/openba-dims.js";
@@ -95,11 +96,7 @@ async function readJson(path: string): Promise<Record<string, unknown>> {
   } catch (e) {
     throw new MegahubError("LAYOUT", `cannot read (${(e as NodeJS.ErrnoException).code ?? String(e)})`, { file: path });
   }
-  const v: unknown = JSON.parse(text);
-  if (typeof v !== "object" || v === null || Array.isArray(v)) {
-    throw new MegahubError("FORMAT", "expected a JSON object", { file: path });
-  }
-  return v as Record<string, unknown>;
+  return parseJsonObject(text, path);
 }
 
 /** tensor name → shard file, from the index, or every tensor of model.safetensors when there is no index. */

@@ -73,15 +73,19 @@ export const verifyCommand: Command = {
   },
 };
 
+/** The first line of ORT's CUDA load error, which is all a user needs. */
+export function cudaReason(reason: string): string {
+  const line = reason.split("\n")[0] ?? reason;
+  return line.length > 160 ? `${line.slice(0, 160)}…` : line;
+}
+
 export function printVerifyResult(r: VerifyResult, reporter: Reporter): void {
   const m = r.metrics;
   const t = r.tolerance;
   const e = (x: number) => x.toExponential(2);
-  if (r.fallbackReason !== undefined) {
-    reporter.warn(`CUDA unavailable (${r.fallbackReason}); ran on CPU`);
-  }
   reporter.info(`verify ${r.model} against ${r.reference}`);
-  reporter.info(`execution provider: ${r.provider === "cuda" ? "CUDA" : "CPU"}`);
+  // --device auto on a machine without CUDA is the common case: one note, not a warning on every run.
+  reporter.info(`execution provider: ${r.provider === "cuda" ? "CUDA" : "CPU"}${r.fallbackReason !== undefined ? ` (note: --device auto found no usable CUDA: ${cudaReason(r.fallbackReason)})` : ""}`);
   for (const n of r.notes) reporter.info(n);
   const bound = maxAbsBound(m, t);
   const rel = t.maxAbs === undefined ? ` (${t.maxAbsPerStd ?? 0}·std)` : "";
