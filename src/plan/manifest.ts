@@ -41,6 +41,8 @@ export interface VerificationRecord {
   top1Agreement: number;
   minCosine?: number;
   atol?: number;
+  /** Lineage steps of the model that was checked: a record carried from a source checked that source. */
+  step?: number;
 }
 
 export interface Manifest {
@@ -84,6 +86,6 @@ export async function appendVerification(dir: string, record: VerificationRecord
     files: {},
     verification: [],
   };
-  m.verification.push(record);
+  m.verification.push({ ...record, step: record.step ?? m.lineage.length });
   await writeManifest(dir, m);
 }

@@ -32,7 +32,8 @@ export async function runPlan(plan: Plan, out: string, options: RunOptions): Pro
       lineage: [...(previous?.lineage ?? []), { ...options.step, at: new Date().toISOString(), notes }],
       files: execution.files,
       tensors: execution.tensors,
-      verification: [],
+      // The source's checks stay in the history, labelled by the model they checked (its lineage length).
+      verification: (previous?.verification ?? []).map((v) => ({ ...v, step: v.step ?? previous?.lineage.length ?? 0 })),
     };
     await writeManifest(staged.path, manifest);
     await staged.commit();

@@ -20,6 +20,7 @@ export const pushCommand: Command = {
     license: { type: "string" },
     "base-model": { type: "string" },
     tag: { type: "string", multiple: true },
+    language: { type: "string", multiple: true },
     include: { type: "string", multiple: true },
     exclude: { type: "string", multiple: true },
     delete: { type: "string", multiple: true },
@@ -36,8 +37,9 @@ export const pushCommand: Command = {
     "--hub-url        Hub to push to; else HF_ENDPOINT, else https://huggingface.co",
     "--dry-run        compare with the Hub and print the plan; upload and create nothing",
     "--card MODE      auto (render README.md from megahub.json unless the folder has one), always, never",
-    "--license ID     license in the card's metadata (default agpl-3.0, OpenBA's model licence)",
-    "--base-model ID  base_model in the card's metadata (default OpenNLG/OpenBA-V2-Based)",
+    "--license ID     license in the card's metadata (left out unless given: OpenBA's weights are agpl-3.0)",
+    "--base-model ID  base_model in the card's metadata (left out unless given)",
+    "--language CODE  language in the card's metadata (repeatable; left out unless given)",
     "--tag TAG        extra card tag (repeatable)",
     "--include GLOB   push only matching files (fnmatch, `*` crosses folders; repeatable)",
     "--exclude GLOB   never push matching files, never delete matching repo files (repeatable)",
@@ -81,6 +83,7 @@ export const pushCommand: Command = {
         license: stringOpt(values, "license"),
         baseModel: stringOpt(values, "base-model"),
         tags: listOpt(values, "tag"),
+        languages: listOpt(values, "language"),
       },
       onEvent: (e) => {
         switch (e.type) {
