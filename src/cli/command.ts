@@ -35,10 +35,13 @@ export function listOpt(values: ParsedValues, name: string): string[] {
   return Array.isArray(v) ? v.filter((x): x is string => typeof x === "string") : typeof v === "string" ? [v] : [];
 }
 
-/** "5GB", "500MB", "2GiB", "1000000" → bytes (decimal units as huggingface_hub uses; *iB binary). */
+/**
+ * "5GB", "500MB", "2GiB", "1000000B" → bytes (decimal units as huggingface_hub uses; *iB binary). A bare number
+ * is refused: "200" could mean 200 bytes or 200 MB, and a wrong guess writes thousands of files.
+ */
 export function parseSize(text: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?$/i.exec(text.trim());
-  if (!m) throw new RangeError(`--max-shard-size: cannot read "${text}" (try 5GB or 500MB)`);
+  const m = /^(\d+(?:\.\d+)?)\s*(?:([KMGT])(i?)B?|B)$/i.exec(text.trim());
+  if (!m) throw new MegahubError("USAGE", `--max-shard-size: cannot read "${text}"; give a unit, e.g. 5GB, 500MB or 2GiB`);
   const base = m[3] ? 1024 : 1000;
   const power = " KMGT".indexOf((m[2] ?? "").toUpperCase() || " ");
   const n = Math.floor(Number(m[1]) * base ** power);
