@@ -21,7 +21,7 @@ export interface PushFolderOptions {
   dir: string;
   /** `"namespace/name"`; created (private if asked) when missing. */
   repo: string;
-  /** A write token (`hf_…`). Only a dry run may go without one. */
+  /** A write token (`hf_…`); else HF_TOKEN. Only a dry run may go without one. */
   accessToken?: string | undefined;
   /** @default HF_ENDPOINT, else https://huggingface.co */
   hubUrl?: string | undefined;
@@ -130,7 +130,8 @@ export async function pushFolder(options: PushFolderOptions): Promise<PushResult
   }
   const hubUrl = resolveHubUrl(options.hubUrl);
   const dryRun = options.dryRun === true;
-  const token = options.accessToken;
+  // As huggingface.js callers expect: an explicit token, else HF_TOKEN (the CLI resolves the token file too).
+  const token = options.accessToken ?? (process.env.HF_TOKEN?.trim() || undefined);
   if (token === undefined && !dryRun) {
     throw new MegahubError("USAGE", "pushing needs a write token: pass --token, set HF_TOKEN, or log in with `hf auth login`");
   }
