@@ -14,6 +14,7 @@ import { toHubError } from "./redact.js";
 import { readRemoteState, type HubCallParams, type RemoteState } from "./remote-state.js";
 import { checkRepoId, isSafeRevision } from "./repo-path.js";
 import { checkLastVerification, planDeletes, selected } from "./push-select.js";
+import { lfsObjectStored } from "./lfs-confirm.js";
 
 /** Options of {@link pushFolder}. Only `dir`, `repo` and `accessToken` are required. */
 export interface PushFolderOptions {
@@ -340,44 +341,6 @@ async function landedAnyway(
   } catch {
     return undefined;
   }
-}
-
-/**
- * Whether the Hub stores an LFS object, asked through the batch endpoint (an object it has comes back without an
- * upload action). Used after a lost answer to an upload, when the retry cannot tell.
- */
-async function lfsObjectStored(
-  call: HubCallParams,
-  items: readonly PushItem[],
-  hashes: ReadonlyMap<string, string>,
-  hashOf: HashOf,
-  upload: { oid?: string | undefined; path?: string | undefined },
-): Promise<boolean> {
-  let item = upload.path === undefined ? undefined : items.find((i) => i.path === upload.path);
-  if (item === undefined && upload.oid !== undefined) {
-    // A /complete names only the oid: find the file by hashing (memoized; this is the rare recovery path).
-    const path = [...hashes].find(([k, v]) => k.startsWith("sha256:") && v === upload.oid)?.[0].slice(7);
-    item = items.find((i) => i.path === path);
-    for (const candidate of items) {
-      if (item !== undefined) break;
-      if (candidate.bytes === undefined && (await hashOf(candidate, "sha256")) === upload.oid) item = candidate;
-    }
-  }
-  if (item === undefined) return false;
-  const oid = await hashOf(item, "sha256");
-  const res = await call.fetch(`${call.hubUrl}/${call.repo}.git/info/lfs/objects/batch`, {
-    method: "POST",
-    headers: {
-      Accept: "application/vnd.git-lfs+json",
-      "Content-Type": "application/vnd.git-lfs+json",
-      ...(call.accessToken !== undefined ? { Authorization: `Bearer ${call.accessToken}` } : {}),
-    },
-    body: JSON.stringify({ operation: "upload", transfers: ["basic", "multipart"], hash_algo: "sha256", objects: [{ oid, size: item.size }] }),
-  });
-  if (!res.ok) return false;
-  const answer = (await res.json()) as { objects?: { oid?: string; actions?: { upload?: unknown }; error?: unknown }[] };
-  const obj = answer.objects?.find((o) => o.oid === oid);
-  return obj !== undefined && obj.error === undefined && obj.actions?.upload === undefined;
 }
 
 async function ensureRepo(call: HubCallParams, isPrivate: boolean | undefined): Promise<boolean> {
