@@ -53,6 +53,7 @@ describe("model card", () => {
       license: "apache-2.0",
       baseModel: "OpenBA/OpenBA-LM",
       tags: ["zh-en", "needs: quoting #"],
+      languages: ["zh", "en"],
     });
     const { meta } = frontMatter(card);
     expect(meta).toEqual({
@@ -74,9 +75,48 @@ describe("model card", () => {
     expect(body).toContain('`keep=64000`, `corpus="zh\\|en sample"`'); // pipes escaped inside the table
     expect(body).toContain("- kept 64000 of 251000 vocabulary rows");
     expect(body).not.toContain("/home/alice"); // local paths are not published
-    expect(body).toMatch(/\| reference \| logits\.json \| cuda \| fp16 \| passed \| 3\.10e-3 \| 99\.8 % \| 0\.999910 \|/);
-    expect(body).toMatch(/\| against \| hf \| cpu \| fp32 \| \*\*FAILED\*\* \|/);
+    expect(body).toMatch(/\| reference \| these weights \| logits\.json \| cuda \| fp16 \| passed \| 3\.10e-3 \| 99\.8 % \| 0\.999910 \|/);
+    expect(body).toMatch(/\| against \| these weights \| hf \| cpu \| fp32 \| \*\*FAILED\*\* \|/);
     expect(body).toContain("| total | 14.60 B (14,600,000,000) |");
+  });
+
+  it("says only what is true: nothing invented, pruned-not-retrained, the check history by model, no paths, escaped tokens", async () => {
+    const m: Manifest = {
+      ...MANIFEST,
+      parameters: { embedding: 2048, total: 123_456 },
+      lineage: [
+        MANIFEST.lineage[0] as Manifest["lineage"][number],
+        {
+          step: "prune",
+          at: "2026-01-03T00:00:00.000Z",
+          source: { path: "/home/alice/out/hf", format: "hf" },
+          settings: { from: { hidden: 64, heads: 4 }, tokenizer: "/home/alice/spiece.model", output: "hf" },
+          notes: ["kept <extra_id_0> and <R>", "masks in /home/alice/out/pruned/prune-masks.json"],
+        },
+      ],
+      verification: [
+        { ...(MANIFEST.verification[0] as Manifest["verification"][number]), step: 1 },
+        { ...(MANIFEST.verification[0] as Manifest["verification"][number]), kind: "against", reference: "/home/alice/out/hf", step: 2 },
+      ],
+    };
+    const card = await renderModelCard({ repo: "me/small", manifest: m, baseModel: "", license: "" });
+    const { meta, body } = frontMatter(card);
+    expect(meta).not.toHaveProperty("base_model");
+    expect(meta).not.toHaveProperty("license");
+    expect(meta).not.toHaveProperty("language");
+    expect(body).not.toContain("derived from");
+    expect(body).not.toContain("](https://huggingface.co/)");
+    expect(body).toContain("**Pruned, not retrained.**");
+    expect(body).toMatch(/\| reference \| output of step 1 \(convert\) \|/);
+    expect(body).toMatch(/\| against \| these weights \|/);
+    expect(card).not.toContain("/home/alice");
+    expect(body).toContain("`from=(hidden 64, heads 4)`");
+    expect(body).toContain('`tokenizer="spiece.model"`');
+    expect(body).toContain("- kept &lt;extra_id_0&gt; and &lt;R&gt;");
+    expect(body).toContain("| total | 123.5 K (123,456) |");
+    expect(body).toContain("| embedding | 2,048 |");
+    expect(body).toMatch(/Parameters as these Hugging Face files store them \(lm_head untied/);
+    expect(body).toContain('tokenizer("<S> " + query + " <extra_id_0>"'); // code stays code
   });
 
   it("has a usage snippet with trust_remote_code and the <S> … <extra_id_0> prompt for this repo", async () => {
@@ -96,7 +136,8 @@ describe("model card", () => {
     const hub = await startHub();
     const dir = await modelDir({ "README.md": null });
     await writeFile(join(dir, "megahub.json"), JSON.stringify(MANIFEST));
-    await pushFolder({ dir, repo: "local/carded", hubUrl: hub.url, accessToken: hub.token, cardOptions: { baseModel: "OpenBA/OpenBA-Chat" } });
+    // MANIFEST's last check failed (the card must show it), so publishing it takes --force.
+    await pushFolder({ dir, repo: "local/carded", hubUrl: hub.url, accessToken: hub.token, force: true, cardOptions: { baseModel: "OpenBA/OpenBA-Chat" } });
     const card = (await (await hubjs.downloadFile({ repo: "local/carded", hubUrl: hub.url, path: "README.md" }))?.text()) ?? "";
     const { meta, body } = frontMatter(card);
     expect(meta.base_model).toBe("OpenBA/OpenBA-Chat");

@@ -195,7 +195,9 @@ describe("pushFolder / pullRepo", () => {
     const r = await pushFolder({ dir, repo: "local/card", hubUrl: hub.url, accessToken: hub.token, cardOptions: { tags: ["demo"] } });
     expect(r.card).toBe("generated");
     const card = await (await hubjs.downloadFile({ repo: "local/card", hubUrl: hub.url, path: "README.md" }))?.text();
-    expect(card).toMatch(/^---\nlicense: "agpl-3.0"/);
+    // No licence, language or base model it was not told: the metadata starts with what megahub knows.
+    expect(card).toMatch(/^---\nlibrary_name: "transformers"/);
+    expect(card).not.toMatch(/license:|base_model:|language:/);
     expect(card).toContain('- "demo"');
     expect(card).toContain("no `megahub.json`");
     const again = await pushFolder({ dir, repo: "local/card", hubUrl: hub.url, accessToken: hub.token, cardOptions: { tags: ["demo"] } });

@@ -41,6 +41,11 @@ describe("--plan parameter arithmetic reproduces OpenBA-v2's stages", () => {
     expect(billions(planParameters(dims, {}).after.total)).toBe("14.6B");
   });
 
+  it.each([[14_600_000_000, "14.6B"], [420_000_000, "0.4B"], [12_345_678, "12.3M"], [123_456, "123.5K"], [2048, "2048"]])(
+    "counts %d as %s, never 0.0B for a small model",
+    (n, text) => expect(billions(n)).toBe(text),
+  );
+
   it("the v2 config (3.8B) is read literally", async () => {
     const { dims, notes } = await readHfConfigDims(V2);
     expect(dims.ffn).toBe(6912);

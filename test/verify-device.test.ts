@@ -15,11 +15,10 @@ describe.skipIf(cudaLibraryPresent)("execution provider selection without the CU
     const dir = await fixtureHfDir("fp32-tp1");
     const r = await runCli(["verify", dir, "--reference", referencePath("fp32-tp1"), "--device", "auto", "--no-record"]);
     expect(r.code).toBe(0);
-    expect(r.stderr).toContain(
-      `warning: ran on CPU: CUDA execution provider unavailable: ORT's CUDA execution provider is not installed: ` +
-        `libonnxruntime_providers_shared.so and libonnxruntime_providers_cuda.so missing from ${binDir}. Fix: run \`megahub gpu install\``,
-    );
+    // One note on the provider line, saying why; no warning on every CPU run.
+    expect(r.stderr).not.toMatch(/warning: .*CUDA/);
     expect(r.stdout).toMatch(/execution provider: CPU; \d+ nodes: \d+ on CPUExecutionProvider\n/);
+    expect(r.stdout).toContain(`ORT's CUDA execution provider is not installed: libonnxruntime_providers_shared.so and libonnxruntime_providers_cuda.so missing from ${binDir}`);
   });
 
   it("--device auto is also the default, and --json carries the provider and the reason", async () => {

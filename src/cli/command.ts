@@ -35,10 +35,13 @@ export function listOpt(values: ParsedValues, name: string): string[] {
   return Array.isArray(v) ? v.filter((x): x is string => typeof x === "string") : typeof v === "string" ? [v] : [];
 }
 
-/** "5GB", "500MB", "2GiB", "1000000" → bytes (decimal units as huggingface_hub uses; *iB binary). */
+/**
+ * "5GB", "500MB", "2GiB", "1000000B" → bytes (decimal units as huggingface_hub uses; *iB binary). A bare number
+ * is refused: "200" could mean 200 bytes or 200 MB, and a wrong guess writes thousands of files.
+ */
 export function parseSize(text: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?$/i.exec(text.trim());
-  if (!m) throw new RangeError(`--max-shard-size: cannot read "${text}" (try 5GB or 500MB)`);
+  const m = /^(\d+(?:\.\d+)?)\s*(?:([KMGT])(i?)B?|B)$/i.exec(text.trim());
+  if (!m) throw new MegahubError("USAGE", `--max-shard-size: cannot read "${text}"; give a unit, e.g. 5GB, 500MB or 2GiB`);
   const base = m[3] ? 1024 : 1000;
   const power = " KMGT".indexOf((m[2] ?? "").toUpperCase() || " ");
   const n = Math.floor(Number(m[1]) * base ** power);
@@ -56,18 +59,23 @@ export const MEGATRON_OUT_OPTIONS = {
   "make-vocab-size-divisible-by": { type: "string" },
   "true-vocab-size": { type: "string" },
   "dry-run": { type: "boolean" },
+  "keep-unknown-globals": { type: "boolean" },
 } satisfies OptionSpec;
+
+/** The flag of every command that writes Megatron pickles carrying values from the source. */
+export const KEEP_UNKNOWN_GLOBALS_HELP =
+  "--keep-unknown-globals  carry pickle globals that are not on megahub's allow-list into the output (off: they are dropped, and named); torch.load of the output would import and may run them";
 
 /** Reads MEGATRON_OUT_OPTIONS: the required --out and --tp, and the optional numbers under their job names. */
 export function megatronOutJob(
   values: ParsedValues,
   usage: string,
-): { out: string; tp: number; dryRun: boolean; pp?: number; vpp?: number; iteration?: number; divisibleBy?: number; trueVocab?: number } {
+): { out: string; tp: number; dryRun: boolean; keepUnknownGlobals: boolean; pp?: number; vpp?: number; iteration?: number; divisibleBy?: number; trueVocab?: number } {
   const out = stringOpt(values, "out");
   const tp = intOpt(values, "tp");
   if (!out || tp === undefined) throw new RangeError(`${usage} needs --out <dir> and --tp N`);
   const optional = { pp: "pp", vpp: "vpp", iteration: "iteration", divisibleBy: "make-vocab-size-divisible-by", trueVocab: "true-vocab-size" };
-  const job: ReturnType<typeof megatronOutJob> = { out, tp, dryRun: values["dry-run"] === true };
+  const job: ReturnType<typeof megatronOutJob> = { out, tp, dryRun: values["dry-run"] === true, keepUnknownGlobals: values["keep-unknown-globals"] === true };
   for (const [key, flag] of Object.entries(optional) as [keyof typeof optional, string][]) {
     const v = intOpt(values, flag);
     if (v !== undefined) job[key] = v;

@@ -21,6 +21,8 @@ export interface ReporterOptions {
   out?: NodeJS.WritableStream;
   err?: NodeJS.WriteStream | NodeJS.WritableStream;
   now?: () => number;
+  /** Seconds between progress lines when stderr is not a terminal (CI logs). @default 10 */
+  logIntervalSeconds?: number;
 }
 
 export function createReporter(opts: ReporterOptions): Reporter {
@@ -29,7 +31,9 @@ export function createReporter(opts: ReporterOptions): Reporter {
   const now = opts.now ?? (() => performance.now());
   const tty = "isTTY" in err && err.isTTY === true;
   const warnings: string[] = [];
-  let started: { label: string; t0: number; lastDraw: number } | undefined;
+  let started: { label: string; t0: number; lastDraw: number; lastLog: number } | undefined;
+  const logEvery = (opts.logIntervalSeconds ?? 10) * 1000;
+  const columns = () => ("columns" in err && typeof err.columns === "number" && err.columns > 0 ? err.columns : 80);
   let barShown = false;
   const clearBar = () => {
     if (barShown) {
@@ -57,12 +61,13 @@ export function createReporter(opts: ReporterOptions): Reporter {
       if (opts.json || opts.quiet) return;
       const t = now();
       if (!started || started.label !== label) {
-        started = { label, t0: t, lastDraw: 0 };
+        started = { label, t0: t, lastDraw: 0, lastLog: t };
       }
       const finished = done >= total;
       if (!finished && t - started.lastDraw < 100) return;
       started.lastDraw = t;
-      const line = renderBar(label, done, total, (t - started.t0) / 1000);
+      // One column short of the width: a line that fills it wraps on some terminals, and each redraw stacks.
+      const line = renderBar(label, done, total, (t - started.t0) / 1000, tty ? columns() - 1 : 120);
       if (tty) {
         err.write(`\r\x1b[2K${line}`);
         barShown = true;
@@ -70,7 +75,9 @@ export function createReporter(opts: ReporterOptions): Reporter {
           err.write("\n");
           barShown = false;
         }
-      } else if (finished) {
+      } else if (finished || t - started.lastLog >= logEvery) {
+        // Not a terminal (CI, a log file): a plain line now and then, so a long run visibly moves.
+        started.lastLog = t;
         err.write(`${line}\n`);
       }
     },
@@ -82,15 +89,24 @@ export function createReporter(opts: ReporterOptions): Reporter {
   };
 }
 
-export function renderBar(label: string, done: number, total: number, seconds: number): string {
+/** A progress line of at most `maxWidth` characters: the bar shrinks first, then speed and ETA go. */
+export function renderBar(label: string, done: number, total: number, seconds: number, maxWidth = 120): string {
   const frac = total > 0 ? Math.min(1, done / total) : 1;
-  const width = 28;
-  const filled = Math.round(frac * width);
   // Under a tenth of a second there is no meaningful rate: show none rather than "0 B/s".
   const rate = seconds > 0.1 ? done / seconds : 0;
   const speed = rate > 0 ? ` ${formatBytes(rate)}/s` : "";
   const eta = rate > 0 && frac < 1 ? ` ETA ${formatDuration((total - done) / rate)}` : frac >= 1 ? ` in ${formatDuration(seconds)}` : "";
-  return `${label} [${"#".repeat(filled)}${"-".repeat(width - filled)}] ${(frac * 100).toFixed(0).padStart(3)}% ${formatBytes(done)}/${formatBytes(total)}${speed}${eta}`;
+  const pct = `${(frac * 100).toFixed(0).padStart(3)}%`;
+  const counts = ` ${formatBytes(done)}/${formatBytes(total)}`;
+  for (const tail of [`${counts}${speed}${eta}`, `${counts}${eta}`, counts, ""]) {
+    const fixed = label.length + 4 + pct.length + tail.length; // "label [" + "] " + pct + tail
+    const width = Math.min(28, maxWidth - fixed);
+    if (width >= 8) {
+      const filled = Math.round(frac * width);
+      return `${label} [${"#".repeat(filled)}${"-".repeat(width - filled)}] ${pct}${tail}`;
+    }
+  }
+  return `${label} ${pct}`.slice(0, Math.max(1, maxWidth));
 }
 
 export function formatBytes(n: number): string {

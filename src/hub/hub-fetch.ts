@@ -43,12 +43,18 @@ export interface HubFetchOptions {
   bodyTimeoutMs?: number;
   /** Extra strings to mask in retry events (the token). */
   secrets?: readonly string[];
+  /**
+   * After a lost answer to an LFS upload (a basic PUT or a multipart `/complete`), the retry meets an upload URL
+   * the server already used up (404). This asks the Hub whether it stored the object (by oid, or by the repo
+   * path of the file being uploaded); when it did, the upload counts as done instead of failing the push.
+   */
+  confirmStored?: (upload: { oid?: string | undefined; path?: string | undefined }) => Promise<boolean>;
 }
 
 /** A fetch for @huggingface/hub plus what it counted. Call `close()` to release the sockets. */
 export interface HubFetch {
   readonly fetch: typeof fetch;
-  readonly stats: { requests: number; retries: number };
+  readonly stats: { requests: number; retries: number; confirmedStored: number };
   close(): Promise<void>;
 }
 
@@ -74,7 +80,7 @@ export function createHubFetch(options: HubFetchOptions = {}): HubFetch {
     headersTimeout: options.headersTimeoutMs ?? 900_000,
     bodyTimeout: options.bodyTimeoutMs ?? 120_000,
   });
-  const stats = { requests: 0, retries: 0 };
+  const stats = { requests: 0, retries: 0, confirmedStored: 0 };
   const secrets = options.secrets ?? [];
 
   const hubFetch = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
@@ -94,6 +100,8 @@ export function createHubFetch(options: HubFetchOptions = {}): HubFetch {
       ArrayBuffer.isView(body) ||
       body instanceof URLSearchParams;
     const path = progressPath(init);
+    const upload = uploadOf(method, body, init);
+    let answerLost = false;
     for (let attempt = 0; ; attempt++) {
       let sent = 0;
       const rollback = () => {
@@ -113,6 +121,7 @@ export function createHubFetch(options: HubFetchOptions = {}): HubFetch {
             : ((await undiciFetch(url, { ...(init as UndiciRequestInit), dispatcher: agent })) as unknown as Response);
       } catch (e) {
         rollback();
+        answerLost = true;
         if (!replayable || attempt >= policy.maxRetries || init?.signal?.aborted || !isRetryableError(e)) {
           throw e;
         }
@@ -120,6 +129,13 @@ export function createHubFetch(options: HubFetchOptions = {}): HubFetch {
         report(method, url, attempt, errorReason(e), wait);
         await sleep(wait, init?.signal ?? undefined);
         continue;
+      }
+      if ((res.status === 404 || res.status === 410) && answerLost && upload !== undefined && options.confirmStored) {
+        if (await options.confirmStored(upload).catch(() => false)) {
+          await res.body?.cancel().catch(() => undefined);
+          stats.confirmedStored++;
+          return new Response(null, { status: 200, headers: { ETag: '"confirmed-stored"' } });
+        }
       }
       if (!isRetryableStatus(res.status) || !replayable || attempt >= policy.maxRetries) {
         return res;
@@ -146,6 +162,21 @@ export function createHubFetch(options: HubFetchOptions = {}): HubFetch {
     stats,
     close: () => agent.close(),
   };
+}
+
+/** The LFS object a request uploads whole: a basic PUT (progress hint without a part) or a multipart `/complete`. */
+function uploadOf(method: string, body: unknown, init: RequestInit | undefined): { oid?: string; path?: string } | undefined {
+  const hint = (init as { progressHint?: { path?: unknown; part?: unknown } } | undefined)?.progressHint;
+  if (method === "PUT" && body instanceof Blob && typeof hint?.path === "string" && hint.part === undefined) return { path: hint.path };
+  if (method === "POST" && typeof body === "string" && body.startsWith("{")) {
+    try {
+      const j = JSON.parse(body) as { oid?: unknown; parts?: unknown };
+      if (typeof j.oid === "string" && Array.isArray(j.parts)) return { oid: j.oid };
+    } catch {
+      return undefined;
+    }
+  }
+  return undefined;
 }
 
 /** @huggingface/hub passes `progressHint: { path }` in the init of LFS uploads; it is not part of RequestInit. */

@@ -7,28 +7,27 @@ import type { LineageStep, Manifest, VerificationRecord } from "../plan/manifest
 /** The template shipped in the package (`files` includes templates/); the same relative path from src/ and dist/. */
 export const MODEL_CARD_TEMPLATE = new URL("../../templates/model-card.md.jinja", import.meta.url);
 
-/** What the card says beyond megahub.json. Everything has a default fit for OpenBA. */
+/**
+ * What the card says beyond megahub.json. Lineage, licence and languages are facts megahub cannot know: each is
+ * written only when given (an empty value means "leave it out"), never guessed.
+ */
 export interface ModelCardOptions {
   /** `"namespace/name"` the card is pushed to; used in the usage snippet. */
   repo: string;
   /** The manifest of the folder (megahub.json); undefined makes the card say provenance is unknown. */
   manifest?: Manifest | undefined;
-  /** A Hub license id (the Hub rejects ids outside its list). @default "agpl-3.0" */
+  /** A Hub license id (the Hub rejects ids outside its list); omitted from the card when absent or empty. */
   license?: string | undefined;
-  /** The Hub id of the model these weights derive from. @default "OpenNLG/OpenBA-V2-Based" */
+  /** The Hub id of the model these weights derive from; omitted when absent or empty. */
   baseModel?: string | undefined;
   /** Extra tags, after megahub's defaults. */
   tags?: readonly string[] | undefined;
-  /** @default ["zh", "en"] */
+  /** Language codes; omitted when absent or empty. */
   languages?: readonly string[] | undefined;
   /** Template text; read from {@link MODEL_CARD_TEMPLATE} when absent. */
   template?: string | undefined;
 }
 
-/** `base_model` when none is given: the OpenBA release whose modeling code converted models load with. */
-export const DEFAULT_BASE_MODEL = "OpenNLG/OpenBA-V2-Based";
-/** OpenBA's weights are released under GNU AGPL 3.0 (its code under Apache-2.0); the id is from the Hub's list. */
-export const DEFAULT_LICENSE = "agpl-3.0";
 
 /**
  * Renders README.md for a pushed model: YAML metadata the Hub indexes (license, language, library_name,
@@ -63,13 +62,17 @@ export function modelCardContext(options: ModelCardOptions): Record<string, unkn
     ...(lineage.some((s) => s.step.startsWith("prune")) ? ["pruned"] : []),
     ...(options.tags ?? []),
   ]);
+  const given = (v: string | undefined) => (v !== undefined && v.trim() !== "" ? v.trim() : undefined);
+  const steps = lineage.map((s) => s.step);
   return {
-    license: options.license ?? DEFAULT_LICENSE,
-    languages: [...(options.languages ?? ["zh", "en"])],
+    license: given(options.license),
+    languages: (options.languages ?? []).map((l) => l.trim()).filter((l) => l !== ""),
     library_name: "transformers",
     pipeline_tag: "text-generation",
     tags,
-    base_model: options.baseModel ?? DEFAULT_BASE_MODEL,
+    base_model: given(options.baseModel),
+    pruned: steps.some((s) => s === "prune" || s === "prune-vocab"),
+    pruned_steps: unique(steps.filter((s) => s === "prune" || s === "prune-vocab")).join(" and "),
     repo_id: options.repo,
     model_name: options.repo.split("/").pop() ?? options.repo,
     megahub_version: m?.megahub ?? "",
@@ -79,8 +82,9 @@ export function modelCardContext(options: ModelCardOptions): Record<string, unkn
       .map(([k, v]) => `${k} ${v}`)
       .join(", "),
     parameters: Object.entries(m?.parameters ?? {}).map(([part, n]) => ({ part: cell(part), count: formatCount(n) })),
+    parameters_layout: parametersLayout(lineage.at(-1)),
     lineage: lineage.map((s, i) => lineageRow(s, i + 1)),
-    verification: (m?.verification ?? []).map(verificationRow),
+    verification: (m?.verification ?? []).map((v) => verificationRow(v, lineage)),
     files: Object.entries(m?.files ?? {}).map(([path, f]) => ({ path: cell(path), bytes: f.bytes.toLocaleString("en-US") })),
   };
 }
@@ -103,17 +107,51 @@ function lineageRow(s: LineageStep, n: number): Record<string, unknown> {
     source: cell(`${name}${facts.length > 0 ? ` (${facts.join(", ")})` : ""}`),
     settings: cell(
       Object.entries(s.settings)
-        .map(([k, v]) => `\`${k}=${JSON.stringify(v)}\``)
+        .map(([k, v]) => `\`${k}=${settingText(v)}\``)
         .join(", "),
     ),
-    notes: (s.notes ?? []).map((note) => note.replace(/\s+/g, " ")),
+    notes: (s.notes ?? []).map((note) => text(withoutPaths(note))),
   };
 }
 
-function verificationRow(v: VerificationRecord): Record<string, unknown> {
+/** A setting as short text: no absolute paths, no raw JSON objects. */
+function settingText(v: unknown, depth = 0): string {
+  if (typeof v === "string") return JSON.stringify(v.startsWith("/") ? basename(v) : v);
+  if (Array.isArray(v)) return `[${v.slice(0, 16).map((x) => settingText(x, depth + 1)).join(", ")}${v.length > 16 ? ", …" : ""}]`;
+  if (typeof v === "object" && v !== null) {
+    if (depth > 1) return "…";
+    return `(${Object.entries(v).map(([k, x]) => `${k} ${settingText(x, depth + 1)}`).join(", ")})`;
+  }
+  return String(v);
+}
+
+/** Absolute paths in free text become their last segment (they would publish the user's directory layout). */
+function withoutPaths(note: string): string {
+  return note.replace(/(^|[\s("'=])(\/[^\s,;:)"']+)/g, (_m, pre: string, path: string) => `${pre}${basename(path)}`);
+}
+
+/** Which layout the parameter counts describe: the last step's output. */
+function parametersLayout(last: LineageStep | undefined): string {
+  if (last === undefined) return "";
+  const output = last.settings.output;
+  const megatron = last.step === "reshard" || last.step === "to-megatron" || output === "megatron";
+  return megatron
+    ? "as Megatron stores them (lm_head tied to the embedding: only its bias counted)"
+    : "as these Hugging Face files store them (lm_head untied: its weight counted separately)";
+}
+
+function verificationRow(v: VerificationRecord, lineage: readonly LineageStep[]): Record<string, unknown> {
+  // A record made before the last step checked an earlier model (the input of a later step), not these weights.
+  const checked =
+    v.step === undefined || v.step >= lineage.length
+      ? "these weights"
+      : v.step === 0
+        ? "the original input"
+        : `output of step ${v.step} (${lineage[v.step - 1]?.step ?? "?"})`;
   return {
     at: cell(v.at),
     kind: cell(v.kind),
+    checked: cell(checked),
     reference: cell(basename(v.reference)),
     provider: cell(v.provider),
     dtype: cell(v.dtype),
@@ -124,15 +162,21 @@ function verificationRow(v: VerificationRecord): Record<string, unknown> {
   };
 }
 
-/** One Markdown table cell: no newlines, pipes escaped. */
-function cell(text: string): string {
-  return text.replace(/\s+/g, " ").replace(/\|/g, "\\|");
+/** Markdown text: one line, with `<extra_id_0>`-style tokens escaped so they render instead of vanishing as HTML. */
+function text(s: string): string {
+  return s.replace(/\s+/g, " ").replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+}
+
+/** One Markdown table cell: text, with pipes escaped. */
+function cell(s: string): string {
+  return text(s).replace(/\|/g, "\\|");
 }
 
 function formatCount(n: number): string {
   const exact = n.toLocaleString("en-US");
   if (n >= 1e9) return `${(n / 1e9).toFixed(2)} B (${exact})`;
   if (n >= 1e6) return `${(n / 1e6).toFixed(2)} M (${exact})`;
+  if (n >= 1e4) return `${(n / 1e3).toFixed(1)} K (${exact})`;
   return exact;
 }
 

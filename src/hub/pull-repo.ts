@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { copyFile, mkdir, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { MegahubError } from "../errors.js";
-import { assertWritableTarget } from "../io/atomic.js";
+import { assertWritableTarget, mkdirp } from "../io/atomic.js";
 import { resolveHubUrl } from "./config.js";
 import { downloadResumable } from "./download-resumable.js";
 import { createHubFetch, type HubFetchOptions, type RetryEvent } from "./hub-fetch.js";
@@ -96,7 +96,7 @@ export async function pullRepo(options: PullRepoOptions): Promise<PullResult> {
     }
     const commit = state.head;
     const files = [...state.files.values()];
-    await mkdir(objects, { recursive: true });
+    await mkdirp(objects); // not mkdir -p: that never returns under /proc
     const total = files.reduce((n, f) => n + f.size, 0);
     let done = 0;
     const result: PullResult = {

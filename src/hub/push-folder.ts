@@ -13,6 +13,8 @@ import { ByteProgress } from "./push-progress.js";
 import { toHubError } from "./redact.js";
 import { readRemoteState, type HubCallParams, type RemoteState } from "./remote-state.js";
 import { checkRepoId, isSafeRevision } from "./repo-path.js";
+import { checkLastVerification, planDeletes, selected } from "./push-select.js";
+import { lfsObjectStored } from "./lfs-confirm.js";
 
 /** Options of {@link pushFolder}. Only `dir`, `repo` and `accessToken` are required. */
 export interface PushFolderOptions {
@@ -20,7 +22,7 @@ export interface PushFolderOptions {
   dir: string;
   /** `"namespace/name"`; created (private if asked) when missing. */
   repo: string;
-  /** A write token (`hf_…`). Only a dry run may go without one. */
+  /** A write token (`hf_…`); else HF_TOKEN. Only a dry run may go without one. */
   accessToken?: string | undefined;
   /** @default HF_ENDPOINT, else https://huggingface.co */
   hubUrl?: string | undefined;
@@ -40,6 +42,19 @@ export interface PushFolderOptions {
   /** License, base model, tags for the rendered card. */
   cardOptions?: Omit<ModelCardOptions, "repo" | "manifest"> | undefined;
   limits?: Partial<CommitLimits> | undefined;
+  /** fnmatch patterns (`*` crosses `/`): push only matching files. */
+  include?: readonly string[] | undefined;
+  /** fnmatch patterns: never push matching files (and never delete matching repo files). */
+  exclude?: readonly string[] | undefined;
+  /** fnmatch patterns: remove matching repo files the folder lacks (as `hf upload --delete`). */
+  delete?: readonly string[] | undefined;
+  /**
+   * Keep repo weight files the folder's weights supersede (an old model.safetensors beside new shards). Off by
+   * default: they are removed with a notice, or transformers would load the stale file. @default false
+   */
+  keepSuperseded?: boolean | undefined;
+  /** Push a folder whose last recorded verification failed. @default false */
+  force?: boolean | undefined;
   /**
    * Upload through Xet when the Hub offers it. Off by default: the LFS path is what lets megahub count bytes,
    * skip objects the Hub already stores, and push to servers without Xet (hub-protocol.md §1.1). @default false
@@ -54,6 +69,7 @@ export interface PushFolderOptions {
 /** What a push reports while it runs. Progress comes from the injected fetch, so it is delivered by callback. */
 export type PushEvent =
   | { type: "plan"; files: number; unchanged: number; upload: number; uploadBytes: number; commits: number }
+  | { type: "delete"; paths: string[]; superseded: string[] }
   | { type: "hashing"; done: number; total: number }
   | { type: "upload"; done: number; total: number }
   | { type: "retry"; retry: RetryEvent }
@@ -74,6 +90,12 @@ export interface PushResult {
   uploaded: string[];
   /** Files the Hub already had byte-for-byte. */
   unchanged: number;
+  /** Repo files removed (planned ones on a dry run), in the last commit. */
+  deleted: string[];
+  /** Of `deleted`, the weight files removed by default because the folder's weights supersede them. */
+  superseded: string[];
+  /** Dry run with a generated card: the README.md that would be pushed. */
+  cardPreview?: string;
   /** Bytes of the new or changed files. */
   uploadBytes: number;
   /** Request-body bytes that actually left (LFS objects the Hub already stored are not sent). */
@@ -109,11 +131,13 @@ export async function pushFolder(options: PushFolderOptions): Promise<PushResult
   }
   const hubUrl = resolveHubUrl(options.hubUrl);
   const dryRun = options.dryRun === true;
-  const token = options.accessToken;
+  // As huggingface.js callers expect: an explicit token, else HF_TOKEN (the CLI resolves the token file too).
+  const token = options.accessToken ?? (process.env.HF_TOKEN?.trim() || undefined);
   if (token === undefined && !dryRun) {
     throw new MegahubError("USAGE", "pushing needs a write token: pass --token, set HF_TOKEN, or log in with `hf auth login`");
   }
   const dir = resolve(options.dir);
+  checkLastVerification(await readManifest(dir).catch(() => undefined), options.force === true || dryRun, dir);
   const { items, card } = await collectItems(dir, repo, options);
   const limits: CommitLimits = { ...DEFAULT_COMMIT_LIMITS, ...options.limits };
   const emit = options.onEvent ?? (() => undefined);
@@ -123,6 +147,7 @@ export async function pushFolder(options: PushFolderOptions): Promise<PushResult
     secrets: token !== undefined ? [token] : [],
     onUploadBytes: (path, delta) => progress.sent(path, delta),
     onRetry: (retry) => emit({ type: "retry", retry }),
+    confirmStored: (upload) => lfsObjectStored(call, items, hashes, hashOf, upload),
   });
   const call: HubCallParams = { repo, hubUrl, accessToken: token, fetch: hub.fetch };
   const secrets = [token];
@@ -142,8 +167,10 @@ export async function pushFolder(options: PushFolderOptions): Promise<PushResult
   };
   const result: PushResult = {
     repo, revision, hubUrl, created: false, dryRun, card, commits: [], uploaded: [], unchanged: 0,
-    uploadBytes: 0, bytesSent: 0, retries: 0,
+    uploadBytes: 0, bytesSent: 0, retries: 0, deleted: [], superseded: [],
   };
+  const readme = items.find((i) => i.path === "README.md" && i.bytes !== undefined);
+  if (dryRun && readme?.bytes) result.cardPreview = new TextDecoder().decode(readme.bytes);
   try {
     if (!dryRun) {
       // Fail fast on a bad token, before hashing anything: a 401 at commit time would waste the whole upload.
@@ -165,7 +192,13 @@ export async function pushFolder(options: PushFolderOptions): Promise<PushResult
       if (await sameAsRemote(item, state, hashOf)) result.unchanged++;
       else changed.push(item);
     }
+    const deletes = planDeletes(state.files.keys(), new Set(items.map((i) => i.path)), options);
+    result.deleted = deletes.paths;
+    result.superseded = deletes.superseded;
+    if (deletes.paths.length > 0) emit({ type: "delete", paths: deletes.paths, superseded: deletes.superseded });
     const plan = planCommits(changed, limits);
+    // Removals ride with the last commit (config and card), so the repo never lacks weights in between.
+    if (plan.length === 0 && deletes.paths.length > 0) plan.push([]);
     result.uploaded = plan.flat().map((i) => i.path);
     result.uploadBytes = changed.reduce((n, i) => n + i.size, 0);
     emit({ type: "plan", files: items.length, unchanged: result.unchanged, upload: changed.length, uploadBytes: result.uploadBytes, commits: plan.length });
@@ -178,7 +211,7 @@ export async function pushFolder(options: PushFolderOptions): Promise<PushResult
       if (options.abortSignal?.aborted) {
         throw new MegahubError("HUB", `push aborted after ${index} of ${plan.length} commits; run it again to resume`);
       }
-      const landed = await commitBatch(batch, {
+      const landed = await commitBatch(batch, index === plan.length - 1 ? deletes.paths : [], {
         call, revision, hashOf, progress, secrets,
         title: plan.length > 1 ? `${title} (part ${index + 1}/${plan.length})` : title,
         parentCommit: head,
@@ -213,12 +246,16 @@ interface BatchContext {
 /** One commit of the plan through @huggingface/hub's commitIter, feeding its hashing/upload events to progress. */
 async function commitBatch(
   batch: readonly PushItem[],
+  deletes: readonly string[],
   ctx: BatchContext,
 ): Promise<{ oid: string; url: string; recovered: boolean }> {
   const { call, revision } = ctx;
-  const operations: CommitOperation[] = await Promise.all(
-    batch.map(async (item) => ({ operation: "addOrUpdate" as const, path: item.path, content: await contentOf(item) })),
-  );
+  const operations: CommitOperation[] = [
+    ...(await Promise.all(
+      batch.map(async (item) => ({ operation: "addOrUpdate" as const, path: item.path, content: await contentOf(item) })),
+    )),
+    ...deletes.map((path) => ({ operation: "delete" as const, path })),
+  ];
   let committing = false;
   try {
     const iter = commitIter({
@@ -245,7 +282,7 @@ async function commitBatch(
   } catch (e) {
     // A commit whose answer was lost (dropped connection, then the retry hit a moved head) may have landed:
     // trust the tree, not the error.
-    const recovered = committing && !ctx.abortSignal?.aborted ? await landedAnyway(call, revision, batch, ctx.hashOf) : undefined;
+    const recovered = committing && !ctx.abortSignal?.aborted ? await landedAnyway(call, revision, batch, deletes, ctx.hashOf) : undefined;
     if (recovered === undefined) throw toHubError(e, `committing to ${call.repo}@${revision}`, ctx.secrets);
     return { oid: recovered, url: `${call.hubUrl}/${call.repo}/commit/${recovered}`, recovered: true };
   }
@@ -257,7 +294,7 @@ async function collectItems(
   repo: string,
   options: PushFolderOptions,
 ): Promise<{ items: PushItem[]; card: PushResult["card"] }> {
-  const files: PushItem[] = await listLocalFiles(dir);
+  const files: PushItem[] = (await listLocalFiles(dir)).filter((f) => selected(f.path, options));
   const mode = options.card ?? "auto";
   const hasReadme = files.some((f) => f.path === "README.md");
   if (mode === "never" || (mode === "auto" && hasReadme)) {
@@ -291,10 +328,12 @@ async function landedAnyway(
   call: HubCallParams,
   revision: string,
   batch: readonly PushItem[],
+  deletes: readonly string[],
   hashOf: HashOf,
 ): Promise<string | undefined> {
   try {
     const state = await readRemoteState({ ...call, revision });
+    if (deletes.some((p) => state.files.has(p))) return undefined;
     for (const item of batch) {
       if (!(await sameAsRemote(item, state, hashOf))) return undefined;
     }

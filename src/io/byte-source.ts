@@ -1,3 +1,4 @@
+import { constants } from "node:fs";
 import { open, type FileHandle } from "node:fs/promises";
 import { formatError } from "../errors.js";
 
@@ -55,9 +56,25 @@ export class FileSource implements ByteSource {
   ) {}
 
   static async open(path: string): Promise<FileSource> {
-    const handle = await open(path, "r");
-    const { size } = await handle.stat();
-    return new FileSource(path, size, handle);
+    // O_NONBLOCK: opening a FIFO (or a device) must not wait for a writer; regular files ignore the flag.
+    const handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
+    const st = await handle.stat();
+    if (!st.isFile()) {
+      await handle.close();
+      throw formatError(`not a regular file (${st.isDirectory() ? "a directory" : st.isFIFO() ? "a FIFO" : "a special file"})`, { file: path });
+    }
+    return new FileSource(path, st.size, handle);
+  }
+
+  /** The whole file as text, refused above `maxBytes` (tracker and config files are small; a device is not a file). */
+  static async readText(path: string, maxBytes = 1 << 20): Promise<string> {
+    const f = await FileSource.open(path);
+    try {
+      if (f.size > maxBytes) throw formatError(`${f.size} bytes is more than the ${maxBytes} expected of this file`, { file: path });
+      return new TextDecoder().decode(await f.read(0, f.size));
+    } finally {
+      await f.close();
+    }
   }
 
   async read(offset: number, length: number): Promise<Uint8Array> {

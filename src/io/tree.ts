@@ -1,5 +1,6 @@
-import { readdir, readFile, stat } from "node:fs/promises";
+import { readdir, stat } from "node:fs/promises";
 import { join } from "node:path";
+import { formatError } from "../errors.js";
 import { indexTar, type TarMember } from "../formats/tar/index.js";
 import { FileSource, type ByteSource } from "./byte-source.js";
 
@@ -43,7 +44,7 @@ export function fsTree(root: string): Tree {
       opened.push(f);
       return f;
     },
-    readText: (path) => readFile(join(root, path), "utf8"),
+    readText: (path) => FileSource.readText(join(root, path)),
     async close() {
       await Promise.all(opened.splice(0).map((f) => f.close()));
     },
@@ -82,6 +83,7 @@ export async function tarTree(path: string): Promise<Tree> {
     async readText(p) {
       const m = files.get(p);
       if (!m) throw new Error(`${path}: no member ${p}`);
+      if (m.size > 1 << 20) throw formatError(`${m.size} bytes is more than expected of a text member`, { file: `${path}#${p}` });
       return new TextDecoder().decode(await m.source.read(0, m.size));
     },
     close: () => file.close(),

@@ -15,7 +15,7 @@ import { openHfGpt } from "./mcore/open-hf.js";
 import { openHfDir } from "../checkpoints/hf-safetensors.js";
 import { byteSize } from "../tensors/dtypes.js";
 import { readModelDir } from "../models/openba/hf-dir.js";
-import { planMegatronToHf } from "./openba/megatron-to-hf.js";
+import { planMegatronToHf, unvettedGlobalsNote } from "./openba/megatron-to-hf.js";
 
 export interface TensorRow {
   name: string;
@@ -125,7 +125,7 @@ async function inspectMegatron(path: string, options: { iteration?: number }): P
       report.notes.push(`not recognised as OpenBA: ${(e as Error).message}`);
     }
     if (ckpt.dangerousGlobals.length > 0) {
-      report.notes.push(`pickles name code-running globals, loaded as inert data: ${ckpt.dangerousGlobals.join(", ")}`);
+      report.notes.push(unvettedGlobalsNote(ckpt.dangerousGlobals));
     }
     return report;
   } finally {
@@ -151,7 +151,7 @@ async function inspectTorchFile(path: string): Promise<InspectReport> {
       dangerousGlobals: f.report.dangerous,
       notes: [
         `torch ${f.format} file`,
-        ...(f.report.dangerous.length > 0 ? [`names code-running globals, loaded as inert data: ${f.report.dangerous.join(", ")}`] : []),
+        ...(f.report.dangerous.length > 0 ? [unvettedGlobalsNote(f.report.dangerous)] : []),
       ],
     };
   } finally {

@@ -1,4 +1,6 @@
 import { readFile } from "node:fs/promises";
+import { MegahubError } from "../errors.js";
+import { parseJsonObject } from "../io/json-file.js";
 import { join } from "node:path";
 import { writeFileAtomic } from "../io/atomic.js";
 
@@ -40,6 +42,8 @@ export interface VerificationRecord {
   top1Agreement: number;
   minCosine?: number;
   atol?: number;
+  /** Lineage steps of the model that was checked: a record carried from a source checked that source. */
+  step?: number;
 }
 
 export interface Manifest {
@@ -59,7 +63,10 @@ export interface Manifest {
 
 export async function readManifest(dir: string): Promise<Manifest | undefined> {
   try {
-    return JSON.parse(await readFile(join(dir, MANIFEST_FILE), "utf8")) as Manifest;
+    const path = join(dir, MANIFEST_FILE);
+    const m = parseJsonObject(await readFile(path, "utf8"), path);
+    if (!Array.isArray(m.verification)) throw new MegahubError("FORMAT", "expected a \"verification\" list", { file: path });
+    return m as unknown as Manifest;
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
     throw e;
@@ -80,6 +87,6 @@ export async function appendVerification(dir: string, record: VerificationRecord
     files: {},
     verification: [],
   };
-  m.verification.push(record);
+  m.verification.push({ ...record, step: record.step ?? m.lineage.length });
   await writeManifest(dir, m);
 }

@@ -1,7 +1,11 @@
+import { statfs } from "node:fs/promises";
+import { dirname, resolve } from "node:path";
+import { MegahubError } from "../errors.js";
+import { safetensorsHeader } from "../formats/safetensors/write.js";
 import { StagedDir } from "../io/atomic.js";
 import { executePlan, type ExecuteResult } from "./execute.js";
 import { readManifest, writeManifest, type LineageStep, type Manifest } from "./manifest.js";
-import type { Plan } from "./plan.js";
+import { summarizePlan, type Plan } from "./plan.js";
 import { VERSION } from "../version.js";
 
 export interface RunOptions {
@@ -24,6 +28,12 @@ export async function runPlan(plan: Plan, out: string, options: RunOptions): Pro
   const previous = options.sourceDir ? await readManifest(options.sourceDir).catch(() => undefined) : undefined;
   const staged = await StagedDir.create(out);
   try {
+    await checkFreeSpace(plan, staged.path);
+  } catch (e) {
+    await staged.abort();
+    throw e;
+  }
+  try {
     const execution = await executePlan(plan, staged.path, options.onProgress ? { onProgress: options.onProgress } : {});
     const notes = [...(options.step.notes ?? []), ...(execution.overflows > 0 ? [`${execution.overflows} values overflowed to ±inf when casting`] : [])];
     const manifest: Manifest = {
@@ -34,7 +44,8 @@ export async function runPlan(plan: Plan, out: string, options: RunOptions): Pro
       lineage: [...(previous?.lineage ?? []), { ...options.step, at: new Date().toISOString(), notes }],
       files: execution.files,
       tensors: execution.tensors,
-      verification: [],
+      // The source's checks stay in the history, labelled by the model they checked (its lineage length).
+      verification: (previous?.verification ?? []).map((v) => ({ ...v, step: v.step ?? previous?.lineage.length ?? 0 })),
     };
     await writeManifest(staged.path, manifest);
     await staged.commit();
@@ -42,5 +53,20 @@ export async function runPlan(plan: Plan, out: string, options: RunOptions): Pro
   } catch (e) {
     await staged.abort();
     throw e;
+  }
+}
+
+/**
+ * Refuses to start a plan that cannot fit: a full disk found after 40 GB of writing costs an hour. The plan knows
+ * every file's exact size before a byte is read; 1 MiB per file covers the manifest and file-system overhead.
+ */
+export async function checkFreeSpace(plan: Plan, dir: string): Promise<void> {
+  const need = summarizePlan(plan, (f) => safetensorsHeader(f).byteLength).bytesToWrite + plan.files.length * (1 << 20);
+  const fs = await statfs(dir).catch(() => undefined);
+  if (fs === undefined) return; // a file system that cannot say: the write itself will tell
+  const free = Number(fs.bavail) * Number(fs.bsize);
+  if (free < need) {
+    const gb = (n: number) => `${(n / 1e9).toFixed(2)} GB`;
+    throw new MegahubError("OUTPUT", `needs ${gb(need)} but only ${gb(free)} is free there; free some space or choose another --out`, { file: resolve(dirname(dir)) });
   }
 }

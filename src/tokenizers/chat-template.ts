@@ -1,4 +1,5 @@
 import { readFile } from "node:fs/promises";
+import { parseJsonObject } from "../io/json-file.js";
 import { join } from "node:path";
 import { Template } from "@huggingface/jinja";
 import { MegahubError } from "../errors.js";
@@ -39,10 +40,10 @@ export async function resolveChatTemplate(
   }
   const config = await readFile(join(modelDir, "tokenizer_config.json"), "utf8").catch(() => undefined);
   if (config !== undefined) {
-    const ct = (JSON.parse(config) as { chat_template?: unknown }).chat_template;
+    const ct = parseJsonObject(config, join(modelDir, "tokenizer_config.json")).chat_template;
     if (typeof ct === "string") return { template: ct, source: "tokenizer_config.json" };
     if (Array.isArray(ct)) {
-      const named = ct.find((t: unknown) => (t as { name?: unknown }).name === "default") as { template?: unknown } | undefined;
+      const named = ct.find((t: unknown) => typeof t === "object" && t !== null && (t as { name?: unknown }).name === "default") as { template?: unknown } | undefined;
       if (typeof named?.template === "string") return { template: named.template, source: "tokenizer_config.json" };
     }
   }

@@ -1,4 +1,5 @@
 import { createRequire } from "node:module";
+import { parseJsonObject } from "../io/json-file.js";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { openbaAddedTokens } from "../models/openba/tokenizer.js";
@@ -75,7 +76,7 @@ async function readAddedTokens(path: string): Promise<Record<string, number>> {
   } catch {
     return {};
   }
-  const v: unknown = JSON.parse(text);
+  const v = parseJsonObject(text, path);
   const out: Record<string, number> = {};
   if (typeof v === "object" && v !== null) {
     for (const [k, id] of Object.entries(v)) if (typeof id === "number" && Number.isSafeInteger(id)) out[k] = id;

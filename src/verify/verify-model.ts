@@ -224,6 +224,7 @@ export async function verifyModel(dir: string, options: VerifyOptions): Promise<
     result.reportPath = options.report;
   }
   if (options.record ?? true) {
+    // Recording is a courtesy: a read-only or full model folder must not turn the verdict into a failure.
     await appendVerification(dir, {
       at: new Date().toISOString(),
       kind,
@@ -235,6 +236,9 @@ export async function verifyModel(dir: string, options: VerifyOptions): Promise<
       top1Agreement: metrics.top1Agreement,
       minCosine: metrics.minCosine,
       atol: maxAbsBound(metrics, tolerance),
+    }).catch((e: unknown) => {
+      const why = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+      options.onWarning?.(`could not record the result in ${join(dir, "megahub.json")} (${why}); the verdict stands`);
     });
   }
   return result;

@@ -1,4 +1,5 @@
 import { MegahubError } from "../../errors.js";
+import { cudaReason } from "./verify.js";
 import type { Command } from "../command.js";
 import { intOpt, stringOpt } from "../command.js";
 import { generate } from "../../verify/generate.js";
@@ -38,7 +39,7 @@ export const generateCommand: Command = {
       raw: values.raw === true,
       onWarning: (line) => reporter.warn(line),
     });
-    if (r.fallbackReason !== undefined) reporter.warn(`ran on CPU: ${r.fallbackReason}`);
+    if (r.fallbackReason !== undefined) reporter.info(`note: --device auto found no usable CUDA (${cudaReason(r.fallbackReason)}); ran on CPU`);
     reporter.info(`prompt (${r.templateSource ?? "raw"} template): ${JSON.stringify(r.renderedPrompt)} → ${r.inputIds.length} tokens`);
     reporter.info(`execution provider: ${r.provider === "cuda" ? "CUDA" : "CPU"}, ${r.timings.perTokenMs.toFixed(1)} ms/token`);
     reporter.info(r.text);

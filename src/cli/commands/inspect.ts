@@ -1,4 +1,5 @@
 import { inspectPath } from "../../ops/inspect.js";
+import { unvettedGlobalsNote } from "../../ops/openba/megatron-to-hf.js";
 import { intOpt, type Command } from "../command.js";
 import { formatBytes, formatParams, shapeText, table } from "../format.js";
 
@@ -48,7 +49,10 @@ export const inspectCommand: Command = {
         ["  total", `${formatParams(p.total)} (${p.total.toLocaleString("en-US")})`],
       ]));
     }
-    for (const n of r.notes) out.info(`  note: ${n}`);
+    // Shown as a warning (even under --quiet): a checkpoint that would run code under torch.load is worth knowing about.
+    const unvetted = (r.dangerousGlobals?.length ?? 0) > 0 ? unvettedGlobalsNote(r.dangerousGlobals ?? []) : undefined;
+    for (const n of r.notes) if (n !== unvetted) out.info(`  note: ${n}`);
+    if (unvetted !== undefined) out.warn(unvetted);
     if (values.tensors === true) {
       out.info(table(["name", "dtype", "shape", "bytes", "file"], r.tensors.map((t) => [t.name, t.dtype, shapeText(t.shape), t.bytes, t.file ?? ""])));
     }

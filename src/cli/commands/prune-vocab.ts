@@ -4,12 +4,12 @@ import { ID_MAP_FILE, prunedRows, vocabParams } from "../../ops/vocab/remap.js";
 import { DEFAULT_DIVISIBLE_BY } from "../../models/vocab-padding.js";
 import { MegahubError } from "../../errors.js";
 import { OPENBA_SPECIAL } from "../../models/openba/spec.js";
-import { intOpt, listOpt, stringOpt, type Command, type ParsedValues, parseSize } from "../command.js";
+import { KEEP_UNKNOWN_GLOBALS_HELP, intOpt, listOpt, stringOpt, type Command, type ParsedValues, parseSize } from "../command.js";
 import { formatBytes, formatParams, table } from "../format.js";
 import type { Reporter } from "../reporter.js";
 
 const USAGE =
-  "megahub prune-vocab <hf-dir|megatron-path> --out <dir> (--freq <freq.tsv> | --corpus <files…>) (--keep N | --coverage F) [--keep-tokens <file>] [--tp N] [--to hf|megatron] [--tokenizer <spiece.model>] [--field text] [--threads N] [--chat-template <file>] [--report <file.html>] [--dry-run] [--json]\n" +
+  "megahub prune-vocab <hf-dir|megatron-path> --out <dir> (--freq <freq.tsv> | --corpus <files…>) (--keep N | --coverage F) [--keep-tokens <file>] [--tp N] [--to hf|megatron] [--tokenizer <spiece.model>] [--field text] [--threads N] [--chat-template <file>] [--report <file.html>] [--keep-unknown-globals] [--dry-run] [--json]\n" +
   "       megahub prune-vocab --from-config <config.json> --keep N [--tp N]   (parameter arithmetic only)";
 
 /** `megahub prune-vocab`: vocabulary pruning of an HF or Megatron OpenBA checkpoint, or its parameter arithmetic. */
@@ -36,6 +36,7 @@ export const pruneVocabCommand: Command = {
     report: { type: "string" },
     "from-config": { type: "string" },
     "dry-run": { type: "boolean" },
+    "keep-unknown-globals": { type: "boolean" },
   },
   details: [
     "--keep N       keep N sentencepiece pieces (OpenBA's 100 sentinels and <R> <S> <X> always come on top)",
@@ -45,6 +46,7 @@ export const pruneVocabCommand: Command = {
     "Kept pieces keep their order; rows are bit copies of the old rows; padding follows Megatron (divisible-by × --tp).",
     `The output holds the new spiece.model and tokenizer files (HF), the re-indexed weights and ${ID_MAP_FILE}`,
     "(old → new ids, for `megahub verify --against <original> --id-map`).",
+    KEEP_UNKNOWN_GLOBALS_HELP,
   ],
   async run(positionals, values, out) {
     if (stringOpt(values, "from-config") !== undefined) return fromConfig(positionals, values, out);
@@ -86,6 +88,7 @@ function jobOf(positionals: string[], values: ParsedValues): Omit<PruneVocabJob,
   const int = (name: string) => intOpt(values, name);
   const shard = str("max-shard-size");
   const job: Omit<PruneVocabJob, "input" | "out"> = { ...keepOf(values), dryRun: values["dry-run"] === true };
+  if (values["keep-unknown-globals"] === true) job.keepUnknownGlobals = true;
   const set = <K extends keyof PruneVocabJob>(k: K, v: PruneVocabJob[K] | undefined) => {
     if (v !== undefined) (job as PruneVocabJob)[k] = v;
   };
@@ -116,6 +119,7 @@ function report(res: PruneVocabResult, dryRun: boolean, out: Reporter): void {
     tp: res.tp,
     idMap: ID_MAP_FILE,
     report: r,
+    unknownGlobals: res.unknownGlobals,
     ...(res.counting ? { counting: res.counting } : {}),
     plan: res.summary,
     ...(res.execution ? { written: res.execution.files } : {}),
@@ -131,6 +135,7 @@ function report(res: PruneVocabResult, dryRun: boolean, out: Reporter): void {
   out.info(`  parameters ${formatParams(r.params.before.total)} → ${formatParams(r.params.after.total)} (tied head; as HF stores it ${formatParams(r.params.hfTotal.before)} → ${formatParams(r.params.hfTotal.after)})`);
   out.info(table(["  file", "bytes"], res.summary.files.map((f) => [`  ${f.path}`, formatBytes(f.bytes)])));
   for (const n of res.notes) out.info(`  note: ${n}`);
+  if (res.unknownGlobals.length > 0) out.warn(`unvetted pickle globals in the carried args: ${res.unknownGlobals.join(", ")}`);
 }
 
 /** Parameter arithmetic from a config.json: how big the model is with N pieces kept, no tokenizer or weights needed. */

@@ -4,7 +4,7 @@ import { pruneCheckpoint, sourceDims, type PruneJob, type PruneResult } from "..
 import type { PruneTarget } from "../../ops/prune/masks.js";
 import { readMasksFile } from "../../ops/prune/masks-read.js";
 import { MegahubError } from "../../errors.js";
-import { intOpt, stringOpt, type Command, type ParsedValues, parseSize } from "../command.js";
+import { KEEP_UNKNOWN_GLOBALS_HELP, intOpt, stringOpt, type Command, type ParsedValues, parseSize } from "../command.js";
 import { formatBytes, formatParams, table } from "../format.js";
 import type { Reporter } from "../reporter.js";
 
@@ -12,7 +12,7 @@ export const pruneCommand: Command = {
   name: "prune",
   summary: "prune layers, hidden size, heads and FFN width to any target (OpenBA-v2's method), or --plan the parameter counts",
   usage:
-    "megahub prune <megatron-path|hf-dir> --out <dir> [--hidden N] [--ffn N] [--heads N] [--drop-encoder-layers 4,8] [--drop-decoder-layers 7,11] [--encoder-layers N] [--decoder-layers N] [--strategy random|magnitude] [--seed S] [--masks prune-masks.json] [--to hf|megatron] [--tp N] [--true-vocab-size V] [--tokenizer spiece.model] [--plan] [--from-config config.json] [--dry-run] [--json]",
+    "megahub prune <megatron-path|hf-dir> --out <dir> [--hidden N] [--ffn N] [--heads N] [--drop-encoder-layers 4,8] [--drop-decoder-layers 7,11] [--encoder-layers N] [--decoder-layers N] [--strategy random|magnitude] [--seed S] [--masks prune-masks.json] [--to hf|megatron] [--tp N] [--true-vocab-size V] [--tokenizer spiece.model] [--plan] [--from-config config.json] [--keep-unknown-globals] [--dry-run] [--json]",
   options: {
     out: { type: "string", short: "o" },
     hidden: { type: "string" },
@@ -36,6 +36,7 @@ export const pruneCommand: Command = {
     dtype: { type: "string" },
     "max-shard-size": { type: "string" },
     "dry-run": { type: "boolean" },
+    "keep-unknown-globals": { type: "boolean" },
   },
   details: [
     "Semantics as OpenBA's prune_model: one global hidden mask; per layer a head mask (shared by a decoder layer's",
@@ -51,6 +52,7 @@ export const pruneCommand: Command = {
     "                      --drop-*-layers as for OpenBA's prune_model.sh, since rank{r}.pt does not record them)",
     "--to hf (default) or megatron (--tp N, default the source's TP); a masks file (prune-masks.json) is written beside",
     "the weights. --plan prints parameter counts before/after from headers or --from-config (no weights read).",
+    KEEP_UNKNOWN_GLOBALS_HELP,
   ],
   async run(positionals, values, out) {
     const target = targetOf(values);
@@ -122,6 +124,7 @@ async function jobOf(input: string, out: string, values: ParsedValues, target: P
     strategy,
     to,
     dryRun: values["dry-run"] === true,
+    ...(values["keep-unknown-globals"] === true ? { keepUnknownGlobals: true } : {}),
     ...(seed === undefined ? {} : { seed }),
     ...(masks ? { masks } : {}),
     ...(tp === undefined ? {} : { tp }),
@@ -188,6 +191,7 @@ function report(res: PruneResult, dryRun: boolean, out: Reporter): void {
     dropped: resolved.drop,
     parameters: res.params,
     masks: res.masks,
+    unknownGlobals: res.unknownGlobals,
     plan: summary,
     ...(res.execution ? { written: res.execution.files } : {}),
   });
@@ -206,4 +210,5 @@ function report(res: PruneResult, dryRun: boolean, out: Reporter): void {
     out.info("  dry run: nothing written");
   }
   for (const n of res.notes) out.info(`  note: ${n}`);
+  if (res.unknownGlobals.length > 0) out.warn(`unvetted pickle globals in the carried args: ${res.unknownGlobals.join(", ")}`);
 }

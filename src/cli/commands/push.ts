@@ -7,7 +7,7 @@ export const pushCommand: Command = {
   name: "push",
   summary: "upload a folder to a Hugging Face Hub model repo (resumable, retried, with a model card)",
   usage:
-    'megahub push <dir> --repo <ns/name> [--private] [--revision main] [--message "…"] [--hub-url URL] [--token T] [--dry-run] [--json]',
+    'megahub push <dir> --repo <ns/name> [--private] [--revision main] [--message "…"] [--hub-url URL] [--token T] [--include GLOB…] [--exclude GLOB…] [--delete GLOB…] [--keep-superseded] [--force] [--dry-run] [--json]',
   options: {
     repo: { type: "string" },
     private: { type: "boolean" },
@@ -20,6 +20,12 @@ export const pushCommand: Command = {
     license: { type: "string" },
     "base-model": { type: "string" },
     tag: { type: "string", multiple: true },
+    language: { type: "string", multiple: true },
+    include: { type: "string", multiple: true },
+    exclude: { type: "string", multiple: true },
+    delete: { type: "string", multiple: true },
+    "keep-superseded": { type: "boolean" },
+    force: { type: "boolean" },
   },
   details: [
     "Only files the Hub lacks (or holds with other bytes) are sent; run the same command again after any failure",
@@ -31,9 +37,17 @@ export const pushCommand: Command = {
     "--hub-url        Hub to push to; else HF_ENDPOINT, else https://huggingface.co",
     "--dry-run        compare with the Hub and print the plan; upload and create nothing",
     "--card MODE      auto (render README.md from megahub.json unless the folder has one), always, never",
-    "--license ID     license in the card's metadata (default agpl-3.0, OpenBA's model licence)",
-    "--base-model ID  base_model in the card's metadata (default OpenNLG/OpenBA-V2-Based)",
+    "--license ID     license in the card's metadata (left out unless given: OpenBA's weights are agpl-3.0)",
+    "--base-model ID  base_model in the card's metadata (left out unless given)",
+    "--language CODE  language in the card's metadata (repeatable; left out unless given)",
     "--tag TAG        extra card tag (repeatable)",
+    "--include GLOB   push only matching files (fnmatch, `*` crosses folders; repeatable)",
+    "--exclude GLOB   never push matching files, never delete matching repo files (repeatable)",
+    "--delete GLOB    remove matching repo files the folder does not have, as `hf upload --delete` (repeatable)",
+    "--keep-superseded  keep repo weight files the folder's weights supersede (removed by default, with a notice:",
+    "                 an old model.safetensors beside new shards would be what transformers loads)",
+    "--force          push a folder whose last recorded verification (megahub.json) failed",
+    "--dry-run also prints the model card that would be pushed (--json: cardPreview).",
   ],
   async run(positionals, values, out) {
     const dir = positionals[0];
@@ -60,10 +74,16 @@ export const pushCommand: Command = {
       message: stringOpt(values, "message"),
       dryRun,
       card,
+      include: listOpt(values, "include"),
+      exclude: listOpt(values, "exclude"),
+      delete: listOpt(values, "delete"),
+      keepSuperseded: values["keep-superseded"] === true,
+      force: values.force === true,
       cardOptions: {
         license: stringOpt(values, "license"),
         baseModel: stringOpt(values, "base-model"),
         tags: listOpt(values, "tag"),
+        languages: listOpt(values, "language"),
       },
       onEvent: (e) => {
         switch (e.type) {
@@ -71,6 +91,14 @@ export const pushCommand: Command = {
             out.info(
               `${e.files} files: ${e.unchanged} already on the Hub, ${e.upload} to upload (${formatBytes(e.uploadBytes)}) in ${e.commits} commit${e.commits === 1 ? "" : "s"}`,
             );
+            break;
+          case "delete":
+            if (e.superseded.length > 0) {
+              out.warn(`${dryRun ? "would remove" : "removing"} ${e.superseded.length} weight file(s) the folder's weights supersede (--keep-superseded keeps them): ${e.superseded.join(", ")}`);
+            }
+            if (e.paths.length > e.superseded.length) {
+              out.info(`${dryRun ? "would remove" : "removing"} (--delete): ${e.paths.filter((p) => !e.superseded.includes(p)).join(", ")}`);
+            }
             break;
           case "hashing":
             out.progress("hashing", e.done, e.total);
@@ -89,6 +117,8 @@ export const pushCommand: Command = {
     });
     if (dryRun) {
       for (const p of r.uploaded) out.info(`  would upload ${p}`);
+      for (const p of r.deleted) out.info(`  would delete ${p}`);
+      if (r.cardPreview !== undefined) out.info(`--- README.md (model card preview) ---\n${r.cardPreview.trimEnd()}\n--- end of preview ---`);
     } else if (r.commits.length === 0) {
       out.info(`Up to date: ${repo}@${r.revision} already has every file.`);
     } else {

@@ -1,17 +1,19 @@
 import { reshardAny } from "../../ops/dispatch.js";
-import { MEGATRON_OUT_OPTIONS, megatronOutJob, stringOpt, type Command } from "../command.js";
+import { KEEP_UNKNOWN_GLOBALS_HELP, MEGATRON_OUT_OPTIONS, megatronOutJob, stringOpt, type Command } from "../command.js";
 import { formatBytes, layoutText, table } from "../format.js";
+import { unknownGlobalsNote } from "../../formats/torch/sanitize.js";
 
 export const reshardCommand: Command = {
   name: "reshard",
   summary: "re-split a Megatron checkpoint to another TP (× PP × VPP for GPT models); writes Megatron checkpoints",
   usage:
-    "megahub reshard <megatron-path> --out <dir> --tp N [--pp N] [--vpp N] [--iteration N] [--make-vocab-size-divisible-by K] [--true-vocab-size V] [--tokenizer spiece.model|hf-tokenizer-dir] [--dry-run] [--json]",
+    "megahub reshard <megatron-path> --out <dir> --tp N [--pp N] [--vpp N] [--iteration N] [--make-vocab-size-divisible-by K] [--true-vocab-size V] [--tokenizer spiece.model|hf-tokenizer-dir] [--keep-unknown-globals] [--dry-run] [--json]",
   options: { ...MEGATRON_OUT_OPTIONS, tokenizer: { type: "string" } },
   details: [
     "--pp N / --vpp N    pipeline stages and virtual chunks per stage (Megatron-Core GPT; OpenBA is PP 1)",
     "Optimizer and RNG state are TP-specific and are dropped; resume with --finetune (or --no-load-optim --no-load-rng).",
     "The padded vocabulary follows Megatron's rule for the new TP; the true size comes from --true-vocab-size, else --tokenizer, else args.",
+    KEEP_UNKNOWN_GLOBALS_HELP,
   ],
   async run(positionals, values, out) {
     const input = positionals[0];
@@ -31,6 +33,7 @@ export const reshardCommand: Command = {
       paddedVocab: res.paddedVocab,
       vocab: res.vocabChange,
       droppedState: res.dropped,
+      unknownGlobals: { names: res.unknownGlobals, kept: job.keepUnknownGlobals },
       plan: res.summary,
     });
     const to = res.architecture === "gpt" ? layoutText(res.parallel) : `TP ${res.tp}`;
@@ -38,6 +41,7 @@ export const reshardCommand: Command = {
     out.info(`${job.dryRun ? "plan" : "resharded"}: ${res.source.path} (${from}) → ${dir} (${to})`);
     out.info(table(["  file", "bytes"], res.summary.files.map((f) => [`  ${f.path}`, formatBytes(f.bytes)])));
     for (const n of res.summary.notes) out.info(`  note: ${n}`);
+    if (res.unknownGlobals.length > 0) out.warn(unknownGlobalsNote(res.unknownGlobals, job.keepUnknownGlobals));
     if (res.dropped.length > 0) out.warn(`dropped TP-specific state: ${res.dropped.join(", ")}`);
     return 0;
   },

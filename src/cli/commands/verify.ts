@@ -79,15 +79,22 @@ export const verifyCommand: Command = {
   },
 };
 
+/** The first line of ORT's CUDA load error, which is all a user needs. */
+export function cudaReason(reason: string): string {
+  const line = reason.split("\n")[0] ?? reason;
+  return line.length > 160 ? `${line.slice(0, 160)}…` : line;
+}
+
 export function printVerifyResult(r: VerifyResult, reporter: Reporter): void {
   const m = r.metrics;
   const t = r.tolerance;
   const e = (x: number) => x.toExponential(2);
-  if (r.fallbackReason !== undefined) reporter.warn(`ran on CPU: ${r.fallbackReason}`);
   reporter.info(`verify ${r.model} against ${r.reference}`);
   const main = r.provider === "cuda" ? "CUDAExecutionProvider" : "CPUExecutionProvider";
   const tf32 = r.provider === "cuda" ? (r.tf32 ? ", TF32 allowed (--tf32)" : ", TF32 off") : "";
   reporter.info(`execution provider: ${r.provider === "cuda" ? "CUDA" : "CPU"}${tf32}; ${describePlacement(r.placement, main)}`);
+  // --device auto on a machine without CUDA is the common case: one note saying why, not a warning on every run.
+  if (r.fallbackReason !== undefined) reporter.info(`note: --device auto found no usable CUDA (${cudaReason(r.fallbackReason)}); ran on CPU`);
   if (r.referencePlacement) reporter.info(`  reference model: ${describePlacement(r.referencePlacement, main)}`);
   for (const n of r.notes) reporter.info(n);
   const bound = maxAbsBound(m, t);

@@ -152,30 +152,41 @@ function checkArgsTp(args: PyCall | undefined, layout: MegatronLayout, file: str
   }
 }
 
+/** At most this many values are rendered by argsToJson/plain: shared references must not expand without end. */
+export const MAX_PLAIN_VALUES = 20_000;
+
 /** A plain JSON view of an args Namespace, for inspect and manifests. */
 export function argsToJson(args: PyCall | undefined): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   if (!(args?.state instanceof PyDict)) return out;
+  const budget = { left: MAX_PLAIN_VALUES };
   for (const [k, v] of args.state.entries) {
-    if (typeof k === "string") out[k] = plain(v);
+    if (typeof k === "string") out[k] = plain(v, budget);
   }
   return out;
 }
 
-export function plain(v: PyValue | undefined): unknown {
-  if (v === undefined || v === null || typeof v === "boolean" || typeof v === "string") return v ?? null;
+/**
+ * A JSON-able view of a value. `budget` counts values rendered over the whole view: a few hundred bytes of pickle can
+ * reference one list from itself thousands of times ("billion laughs"), and a view must not multiply them out.
+ */
+export function plain(v: PyValue | undefined, budget: { left: number } = { left: MAX_PLAIN_VALUES }, depth = 0): unknown {
+  if (typeof v === "string") return v.length > 4096 ? `${v.slice(0, 4096)}…` : v;
+  if (v === undefined || v === null || typeof v === "boolean") return v ?? null;
   if (typeof v === "number") return v;
-  if (typeof v === "bigint") return v.toString();
+  if (typeof v === "bigint") return v >= -(2n ** 256n) && v <= 2n ** 256n ? v.toString() : `<integer of ${v.toString(2).length} bits>`;
   if (v instanceof PyFloat) return v.value;
+  if (v instanceof Uint8Array) return `<${v.byteLength} bytes>`;
+  if ("qualified" in v) return v.qualified;
+  if (--budget.left < 0 || depth > 32) return "…";
+  const inner = (x: PyValue | undefined) => plain(x, budget, depth + 1);
   if (v instanceof PyCall) {
     const g = v.global;
     const arg = v.args.items[0];
-    return `${g ? g.qualified : "call"}(${arg === undefined ? "" : JSON.stringify(plain(arg))})`;
+    return `${g ? g.qualified : "call"}(${arg === undefined ? "" : JSON.stringify(inner(arg))})`;
   }
-  if (v instanceof Uint8Array) return `<${v.byteLength} bytes>`;
-  if ("qualified" in v) return v.qualified;
-  if ("items" in v && Array.isArray(v.items)) return v.items.slice(0, 64).map(plain);
-  if (v instanceof PyDict) return Object.fromEntries(v.entries.slice(0, 64).map(([k, x]) => [String(k), plain(x)]));
+  if ("items" in v && Array.isArray(v.items)) return v.items.slice(0, 64).map(inner);
+  if (v instanceof PyDict) return Object.fromEntries(v.entries.slice(0, 64).map(([k, x]) => [typeof k === "string" ? k : String(inner(k)), inner(x)]));
   return String(v.constructor.name);
 }
 

@@ -11,6 +11,9 @@ export interface TarMember {
 /** More members than this is not a checkpoint archive; the bound keeps a hostile archive from looping for long. */
 export const MAX_TAR_MEMBERS = 1_000_000;
 
+/** Member names longer than PATH_MAX cannot be real paths; deeper ones would make the tree's folder set quadratic. */
+export const MAX_TAR_NAME = 4096;
+
 /**
  * Indexes an uncompressed tar (ustar, GNU long names, pax headers) by reading only its 512-byte headers, so a
  * member's bytes can later be read as a byte range in place — tar-stream only offers sequential extraction.
@@ -45,6 +48,9 @@ export async function indexTar(source: ByteSource): Promise<TarMember[]> {
       throw formatError(`tar member "${name}" (${size} bytes) runs past the end of the archive`, { file, offset: pos });
     }
     pos = dataStart + Math.ceil(size / 512) * 512;
+    if ((typeflag === "L" || typeflag === "x" || typeflag === "g") && size > 1 << 20) {
+      throw formatError(`a ${size}-byte name/pax header is not a real archive's`, { file, offset: pos });
+    }
     if (typeflag === "L") {
       longName = text.decode(await source.read(dataStart, size)).replace(/\0+$/, "");
       continue;
@@ -61,6 +67,9 @@ export async function indexTar(source: ByteSource): Promise<TarMember[]> {
     }
     longName = paxPath = paxSize = undefined;
     name = name.replace(/^\.\//, "");
+    if (name.length > MAX_TAR_NAME) {
+      throw formatError(`member name of ${name.length} characters is longer than a path can be (${MAX_TAR_NAME})`, { file, offset: pos });
+    }
     const type = typeflag === "0" || typeflag === "\0" ? "file" : typeflag === "5" ? "directory" : "other";
     if (type !== "file") {
       size = 0;

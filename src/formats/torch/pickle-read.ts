@@ -1,5 +1,5 @@
 import { formatError } from "../../errors.js";
-import { decodeLong, latin1Bytes, narrowInt, rawUnicodeEscape } from "./pickle-scalars.js";
+import { decodeLong, latin1Bytes, MAX_LONG_BYTES, narrowInt, rawUnicodeEscape } from "./pickle-scalars.js";
 import { PyCall, PyDict, PyFloat, PyGlobal, PyList, PySet, PyTuple, type PyValue } from "./values.js";
 
 /** Bounds that keep a hostile pickle from exhausting memory: a checkpoint's data.pkl is far below these. */
@@ -148,7 +148,11 @@ export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks =
     else if (target instanceof PyCall) target.listItems.push(...items);
     else fail("APPEND on a value that is not a list");
   };
+  const long = (b: Uint8Array): number | bigint =>
+    b.length > MAX_LONG_BYTES ? fail(`integer of ${b.length} bytes is beyond megahub's limit of ${MAX_LONG_BYTES}`) : decodeLong(b);
   const parseInt10 = (s: string): number | bigint => {
+    // Decimal text → BigInt is superlinear; no real pickle writes an integer of this many digits.
+    if (s.length > 20_000) fail(`integer literal of ${s.length} digits is beyond megahub's limit`);
     if (!/^-?\d+L?$/.test(s)) fail(`bad integer literal ${JSON.stringify(s.slice(0, 40))}`);
     return narrowInt(BigInt(s.replace(/L$/, "")));
   };
@@ -200,10 +204,10 @@ export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks =
         push(u16());
         break;
       case 0x8a: // LONG1
-        push(decodeLong(take(u8())));
+        push(long(take(u8())));
         break;
       case 0x8b: // LONG4
-        push(decodeLong(take(u32())));
+        push(long(take(u32())));
         break;
       case 0x49: {
         // INT (protocol 0); "00"/"01" are False/True

@@ -6,6 +6,8 @@
 import { MegahubError } from "../../errors.js";
 import { encodeLong } from "./pickle-scalars.js";
 import { DTYPES, type DtypeInfo } from "../../tensors/dtypes.js";
+import { isSafeGlobal } from "./safe-globals.js";
+import { callProblem } from "./sanitize.js";
 import { PyCall, PyDict, PyFloat, PyGlobal, PyList, PySet, PyTuple, TorchStorage, TorchTensor, type PyValue } from "./values.js";
 
 export interface PickleOptions {
@@ -14,6 +16,11 @@ export interface PickleOptions {
    * which torch's persistent_id assigns keys), so a caller can collect and renumber storages here.
    */
   storageKey?: (storage: TorchStorage) => string;
+  /**
+   * Write globals that are not on the allow-list (safe-globals.ts). Off by default: torch.load of the output would
+   * import and may call them, so callers strip them first (sanitize.ts) and this refuses any that slipped through.
+   */
+  keepUnknownGlobals?: boolean;
 }
 
 /** CPython batches APPENDS/SETITEMS in runs of this many items (pickle.py `_BATCHSIZE`). */
@@ -188,6 +195,9 @@ export function pickleValue(root: PyValue, options: PickleOptions = {}): Uint8Ar
     strMemo.set(s, put());
   };
   const global = (g: PyGlobal): void => {
+    if (!options.keepUnknownGlobals && !isSafeGlobal(g.qualified)) {
+      fail(`global ${g.qualified} is not on megahub's allow-list; torch.load would import it (drop it, or pass keepUnknownGlobals)`);
+    }
     const module = PY2_MODULES[g.module] ?? g.module;
     if (/[\n\r]/.test(module) || /[\n\r]/.test(g.name)) fail(`global ${JSON.stringify(g.qualified)} has a line break`);
     const k = `${module}\n${g.name}`;
@@ -344,6 +354,8 @@ export function pickleValue(root: PyValue, options: PickleOptions = {}): Uint8Ar
     }
     if (v instanceof TorchTensor) return tensor(v);
     if (v instanceof PyCall) {
+      const problem = options.keepUnknownGlobals ? undefined : callProblem(v);
+      if (problem !== undefined) fail(`a call to ${problem} is not on megahub's allow-list; torch.load would run it`);
       reduce(v, v.callable, v.args, v.kind);
       if (v.listItems.length > 0) appends(v.listItems);
       if (v.dictItems.length > 0) setItems(v.dictItems);

@@ -1,54 +1,18 @@
 import { formatError } from "../../errors.js";
 import { byteSize, dtypeFromStorageClass, dtypeFromTorchName, DTYPES, type Dtype } from "../../tensors/dtypes.js";
+import { unvettedGlobals } from "./safe-globals.js";
 import { PyGlobal, PyTuple, TorchStorage, TorchTensor, type PyValue } from "./values.js";
 
-/**
- * The globals torch.load needs to rebuild a checkpoint, plus the plain-data containers Megatron pickles. Everything
- * else is unknown: kept as an inert record and reported.
- */
-const KNOWN_GLOBALS = new Set([
-  "torch._utils._rebuild_tensor",
-  "torch._utils._rebuild_tensor_v2",
-  "torch._utils._rebuild_tensor_v3",
-  "torch._utils._rebuild_parameter",
-  "torch._utils._rebuild_parameter_with_state",
-  "torch.UntypedStorage",
-  "collections.OrderedDict",
-  "argparse.Namespace",
-  "_codecs.encode",
-  "builtins.set",
-  "builtins.frozenset",
-  "builtins.bytearray",
-  "builtins.slice",
-  "builtins.complex",
-  // Protocol 2 spells builtins "__builtin__"; getattr(EnumClass, "member") is how enums such as ModelType pickle.
-  "builtins.getattr",
-  "__builtin__.getattr",
-  "__builtin__.set",
-  "__builtin__.frozenset",
-  "__builtin__.bytearray",
-  "torch.Size",
-  "torch.device",
-]);
-
-/** Modules whose functions run commands, evaluate code or touch files: worth a loud report when a pickle names them. */
-const DANGEROUS =
-  /^(os|posix|nt|subprocess|sys|shutil|socket|importlib|runpy|pty|pickle|marshal|ctypes|code|webbrowser)\.|^(builtins|__builtin__)\.(eval|exec|compile|open|__import__|setattr|delattr|globals|locals|input|breakpoint|apply)$/;
-
 export interface GlobalsReport {
+  /** Globals not on the allow-list (safe-globals.ts): torch.load would import them and may run them. */
   unknown: string[];
+  /** The same list: an allow-list cannot tell harmless unknowns from code-running ones, so all are reported. */
   dangerous: string[];
 }
 
 export function classifyGlobals(globals: readonly string[]): GlobalsReport {
-  const unknown = globals.filter(
-    (g) => !KNOWN_GLOBALS.has(g) && !(g.startsWith("torch.") && (isStorageClass(g) || dtypeFromTorchName(g.slice(6)))),
-  );
-  return { unknown, dangerous: unknown.filter((g) => DANGEROUS.test(g)) };
-}
-
-function isStorageClass(qualified: string): boolean {
-  return qualified.startsWith("torch.") && dtypeFromStorageClass(qualified.slice(6)) !== undefined;
+  const unknown = unvettedGlobals(globals);
+  return { unknown, dangerous: [...unknown] };
 }
 
 /** Reads ("storage", <class>, key, location, numel) — the persistent id of the zip format. */

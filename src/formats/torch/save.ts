@@ -21,6 +21,8 @@ export interface SaveOptions extends ZipOptions {
    * the keys already on the storages are kept, so a rewritten checkpoint keeps its record names.
    */
   renumber?: boolean;
+  /** Write pickle globals that are not on megahub's allow-list (see pickle-write.ts); off by default. */
+  keepUnknownGlobals?: boolean;
   /** Write the `byteorder` record (torch ≥ 2.0 does; default true). */
   byteorder?: boolean;
 }
@@ -65,6 +67,7 @@ export function torchArchivePrefix(path: string): string {
 export function prepareTorchCheckpoint(root: PyValue, options: SaveOptions = {}): PreparedCheckpoint {
   const byKey = new Map<string, SavedStorage>();
   const pickle = pickleValue(root, {
+    keepUnknownGlobals: options.keepUnknownGlobals === true,
     storageKey: (s) => {
       const known = byKey.get(s.key);
       if (known) {

@@ -2,7 +2,11 @@
  * What a pickle becomes in megahub: plain data plus inert records. Nothing here can run code; a global is only a
  * (module, name) pair, and a call to it is only a record of the call, kept so it can be written back unchanged.
  */
+import { MegahubError } from "../../errors.js";
 import type { Dtype } from "../../tensors/dtypes.js";
+
+/** How deep walkers follow nested containers before refusing (a typed error, not a stack overflow). */
+export const MAX_WALK_DEPTH = 1000;
 
 export type PyValue =
   | null
@@ -41,31 +45,51 @@ export class PySet {
   ) {}
 }
 
-/** dict and collections.OrderedDict; entries keep their insertion order. */
+/**
+ * dict and collections.OrderedDict; entries keep their insertion order. Keys are compared by identity (=== for
+ * strings and numbers), through an index so that a pickle's n SETITEMs cost O(n), not O(n²).
+ */
 export class PyDict {
+  /** Key → first position in `entries`; rebuilt when `entries` was changed from outside (its length no longer matches). */
+  private index: Map<PyValue, number> | undefined;
+  private indexedLength = 0;
+
   constructor(
     readonly entries: [PyValue, PyValue][] = [],
     readonly ordered = false,
   ) {}
 
-  get(key: string): PyValue | undefined {
-    for (const [k, v] of this.entries) {
-      if (k === key) return v;
+  private lookup(): Map<PyValue, number> {
+    if (this.index === undefined || this.indexedLength !== this.entries.length) {
+      const index = new Map<PyValue, number>();
+      this.entries.forEach(([k], i) => {
+        if (!index.has(k)) index.set(k, i);
+      });
+      this.index = index;
+      this.indexedLength = this.entries.length;
     }
-    return undefined;
+    return this.index;
+  }
+
+  get(key: string): PyValue | undefined {
+    const i = this.lookup().get(key);
+    return i === undefined ? undefined : (this.entries[i] as [PyValue, PyValue])[1];
   }
 
   set(key: PyValue, value: PyValue): void {
-    const i = this.entries.findIndex(([k]) => k === key);
-    if (i >= 0) {
+    const index = this.lookup();
+    const i = index.get(key);
+    if (i !== undefined && this.entries[i]?.[0] === key) {
       this.entries[i] = [key, value];
     } else {
+      index.set(key, this.entries.length);
       this.entries.push([key, value]);
+      this.indexedLength = this.entries.length;
     }
   }
 
   has(key: string): boolean {
-    return this.entries.some(([k]) => k === key);
+    return this.lookup().has(key);
   }
 }
 
@@ -148,7 +172,7 @@ export class TorchTensor {
 }
 
 /** Walks a value tree and yields every tensor with its dotted path (dict keys, list indices). Cycles are skipped. */
-export function* walkTensors(value: PyValue, prefix = "", seen = new Set<object>()): Generator<[string, TorchTensor]> {
+export function* walkTensors(value: PyValue, prefix = "", seen = new Set<object>(), depth = 0): Generator<[string, TorchTensor]> {
   if (value instanceof TorchTensor) {
     yield [prefix, value];
     return;
@@ -156,15 +180,17 @@ export function* walkTensors(value: PyValue, prefix = "", seen = new Set<object>
   if (typeof value !== "object" || value === null || seen.has(value)) {
     return;
   }
+  // Recursion must stay bounded for hostile nesting; real state dicts are a handful of levels deep.
+  if (depth > MAX_WALK_DEPTH) throw new MegahubError("FORMAT", `value tree nests deeper than ${MAX_WALK_DEPTH} levels`);
   seen.add(value);
   const join = (k: string) => (prefix === "" ? k : `${prefix}.${k}`);
   if (value instanceof PyDict) {
     for (const [k, v] of value.entries) {
-      yield* walkTensors(v, join(typeof k === "string" || typeof k === "number" ? String(k) : "?"), seen);
+      yield* walkTensors(v, join(typeof k === "string" || typeof k === "number" ? String(k) : "?"), seen, depth + 1);
     }
   } else if (value instanceof PyList || value instanceof PyTuple) {
     for (const [i, v] of value.items.entries()) {
-      yield* walkTensors(v, join(String(i)), seen);
+      yield* walkTensors(v, join(String(i)), seen, depth + 1);
     }
   }
 }

@@ -142,7 +142,7 @@ export function writeTorchZip(path: string, spec: TorchZipSpec): Promise<number>
 }
 
 /** CRC-32 as zip uses it; node:zlib has it from Node 20.15, a table covers older releases. */
-const crc32: (data: Uint8Array, value: number) => number =
+export const crc32: (data: Uint8Array, value: number) => number =
   typeof zlib.crc32 === "function" ? (d, v) => zlib.crc32(d, v) : tableCrc32;
 
 let table: Uint32Array | undefined;

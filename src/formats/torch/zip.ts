@@ -1,5 +1,6 @@
 import { formatError } from "../../errors.js";
 import { subSource, type ByteSource } from "../../io/byte-source.js";
+import { crc32 } from "./zip-write.js";
 
 /** A torch archive of a large model has a few thousand records; more than this is not a checkpoint. */
 export const MAX_ZIP_ENTRIES = 1_000_000;
@@ -21,6 +22,34 @@ export interface ZipArchive {
   /** The stored bytes of a record as a lazy source (torch writes every record uncompressed). */
   open(name: string): Promise<ByteSource>;
 }
+
+/**
+ * Checks a record's CRC-32 as it is read: every read that continues where the last one ended extends the running
+ * CRC, and the read that reaches the end compares it with the central directory's. Records read out of order
+ * (strided views, a second pass) are not checked; the streaming path reads each storage front to back, so a
+ * damaged record fails the run instead of converting silently.
+ */
+function crcChecked(inner: ByteSource, expected: number): ByteSource {
+  let next = 0;
+  let crc = 0;
+  return {
+    name: inner.name,
+    size: inner.size,
+    async read(off, len) {
+      const bytes = await inner.read(off, len);
+      if (off === next && len > 0) {
+        crc = crc32(bytes, crc);
+        next += len;
+        if (next === inner.size && crc >>> 0 !== expected >>> 0) {
+          throw formatError(`record CRC-32 is ${hex(crc)} but the archive says ${hex(expected)}: the file is damaged`, { file: inner.name });
+        }
+      }
+      return bytes;
+    },
+  };
+}
+
+const hex = (n: number) => `0x${(n >>> 0).toString(16).padStart(8, "0")}`;
 
 function view(b: Uint8Array): DataView {
   return new DataView(b.buffer, b.byteOffset, b.byteLength);
@@ -103,7 +132,7 @@ export async function readZip(source: ByteSource): Promise<ZipArchive> {
         throw formatError(`bad local header signature for "${name}"`, { file, offset: entry.localHeaderOffset });
       }
       const dataStart = entry.localHeaderOffset + 30 + lh.getUint16(26, true) + lh.getUint16(28, true);
-      return subSource(source, dataStart, entry.size, `${file}#${name}`);
+      return crcChecked(subSource(source, dataStart, entry.size, `${file}#${name}`), entry.crc32);
     },
   };
 }

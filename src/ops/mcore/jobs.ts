@@ -86,6 +86,7 @@ export interface McoreMegatronJob extends McoreJobCommon, McoreParallel {
   readonly divisibleBy?: number | undefined;
   readonly trueVocab?: number | undefined;
   readonly tokenizer?: string | undefined;
+  readonly keepUnknownGlobals?: boolean | undefined;
 }
 
 export interface McoreMegatronResult extends McoreJobResult {
@@ -93,6 +94,8 @@ export interface McoreMegatronResult extends McoreJobResult {
   readonly vocabChange: string;
   readonly dropped: string[];
   readonly parallel: McoreParallel;
+  /** Unvetted pickle globals found in the carried args/state (dropped unless keepUnknownGlobals). */
+  readonly unknownGlobals: string[];
 }
 
 /** Top-level entries of model_optim_rng.pt bound to one parallel layout; megahub rewrites the others or carries them. */
@@ -137,6 +140,7 @@ export async function reshardMcore(ckpt: MegatronCheckpoint, job: McoreMegatronJ
     vocabChange: written.vocabChange,
     dropped,
     parallel: { tp: job.tp, pp: job.pp, vpp: job.vpp },
+    unknownGlobals: written.unknownGlobals,
     ...(execution ? { execution } : {}),
   };
 }
@@ -176,6 +180,7 @@ export async function hfGptToMegatron(job: McoreMegatronJob & { spec?: "local" |
       vocabChange: written.vocabChange,
       dropped: [],
       parallel: { tp: job.tp, pp: job.pp, vpp: job.vpp },
+      unknownGlobals: written.unknownGlobals,
       args,
       ...(execution ? { execution } : {}),
     };

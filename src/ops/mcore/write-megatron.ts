@@ -3,6 +3,7 @@ import { MegahubError } from "../../errors.js";
 import { iterationDirName, rankDirName } from "../../formats/megatron/discover.js";
 import { argNumber } from "../../formats/megatron/read.js";
 import { newTensor, torchFileForPlan, type PlannedTorchTensor } from "../../formats/torch/save.js";
+import { sanitizeValue, unknownGlobalsNote } from "../../formats/torch/sanitize.js";
 import { PyCall, PyDict, PyFloat, PyGlobal, PyTuple, type PyValue } from "../../formats/torch/values.js";
 import { expand, LAYER, nameAt, type ExpandedParam, type ParamRule } from "../../models/arch.js";
 import type { McoreModel } from "../../models/mcore-global.js";
@@ -24,12 +25,16 @@ export interface McoreWriteOptions {
   readonly argsSet: Record<string, PyValue>;
   /** Top-level entries to carry (opt_param_scheduler …); optimizer and RNG state never follow a re-split. */
   readonly keep?: ReadonlyMap<string, PyValue>;
+  /** Carry unvetted pickle globals of the source's args/state instead of dropping them (--keep-unknown-globals). */
+  readonly keepUnknownGlobals?: boolean | undefined;
 }
 
 export interface McoreWritePlan {
   readonly plan: Plan;
   readonly paddedVocab: number;
   readonly vocabChange: string;
+  /** Unvetted globals found in the carried args and state: dropped, or kept under keepUnknownGlobals. */
+  readonly unknownGlobals: string[];
 }
 
 /**
@@ -51,7 +56,12 @@ export function planMcoreMegatronFiles(m: McoreModel, rules: readonly ParamRule[
     return p.rule.tp === "vocab" ? vocab.resize(r) : r;
   };
   const perChunk = d.layers / (o.pp * o.vpp);
-  const args = withArgs(m.args, {
+  // Carried values come from a pickle megahub did not write: strip what torch.load would import and call.
+  const keepUnknown = o.keepUnknownGlobals === true;
+  const sourceArgs = sanitizeValue(m.args ?? null, { keepUnknown });
+  const keptState = sanitizeValue(new PyDict([...(o.keep ?? new Map<string, PyValue>())]), { keepUnknown });
+  const unknownGlobals = [...new Set([...sourceArgs.dropped, ...keptState.dropped])];
+  const args = withArgs(sourceArgs.value instanceof PyCall ? sourceArgs.value : undefined, {
     ...o.argsSet,
     padded_vocab_size: vocab.padded,
     make_vocab_size_divisible_by: divisibleBy,
@@ -104,15 +114,16 @@ export function planMcoreMegatronFiles(m: McoreModel, rules: readonly ParamRule[
         ["checkpoint_version", new PyFloat(3.0)],
         ["iteration", o.iteration === "release" ? 0 : o.iteration],
         ...chunks,
-        ...[...(o.keep ?? new Map<string, PyValue>())].map(([k, v]) => [k, v] as [PyValue, PyValue]),
+        ...keptState.value.entries,
       ]);
       const path = `${dir}/${rankDirName(tp, o.pp > 1 ? pp : undefined)}/model_optim_rng.pt`;
-      files.push(torchFileForPlan(path, root, planned, { renumber: true }));
+      files.push(torchFileForPlan(path, root, planned, { renumber: true, keepUnknownGlobals: keepUnknown }));
     }
   }
   files.push({ kind: "text", path: "latest_checkpointed_iteration.txt", content: String(o.iteration) });
   const notes = [vocab.note, "optimizer and RNG state are specific to one parallel layout: not written (load with --finetune or --no-load-optim --no-load-rng)"];
-  return { plan: { files, notes }, paddedVocab: vocab.padded, vocabChange: vocab.note };
+  if (unknownGlobals.length > 0) notes.push(unknownGlobalsNote(unknownGlobals, keepUnknown));
+  return { plan: { files, notes }, paddedVocab: vocab.padded, vocabChange: vocab.note, unknownGlobals };
 }
 
 /** The `_extra_state` modules Megatron-Core's GPT layers register, for a model that did not come from Megatron. */

@@ -13,6 +13,11 @@ import { generationConfig, hfConfig } from "../../models/openba/hf-config.js";
 import { planTokenizerFiles, type TokenizerFacts } from "../../models/openba/tokenizer.js";
 
 export type DtypeOption = "keep" | "fp16" | "bf16" | "fp32";
+/** The notice for pickles that name globals off the allow-list (read as inert data; torch.load would import them). */
+export function unvettedGlobalsNote(globals: readonly string[]): string {
+  return `the pickles name globals that are not on megahub's allow-list (torch.load would import and may run them): ${globals.join(", ")}; megahub read them as inert data and writes none of them`;
+}
+
 export const DTYPE_OPTIONS: Record<DtypeOption, Dtype | undefined> = { keep: undefined, fp16: "F16", bf16: "BF16", fp32: "F32" };
 
 export interface ConvertOptions {
@@ -39,7 +44,7 @@ export async function planMegatronToHf(ckpt: MegatronCheckpoint, options: Conver
   if (ckpt.dangerousGlobals.length > 0) {
     planned.plan = {
       ...planned.plan,
-      notes: [...planned.plan.notes, `the checkpoint's pickles name code-running globals (${ckpt.dangerousGlobals.join(", ")}); they were read as inert data`],
+      notes: [...planned.plan.notes, unvettedGlobalsNote(ckpt.dangerousGlobals)],
     };
   }
   return planned;

@@ -2,6 +2,7 @@ import { MegahubError } from "../../errors.js";
 import { iterationDirName, rankDirName } from "../../formats/megatron/discover.js";
 import { argNumber } from "../../formats/megatron/read.js";
 import { newTensor, torchFileForPlan, type PlannedTorchTensor } from "../../formats/torch/save.js";
+import { sanitizeValue, unknownGlobalsNote } from "../../formats/torch/sanitize.js";
 import { PyCall, PyDict, PyFloat, PyGlobal, PyTuple, type PyValue } from "../../formats/torch/values.js";
 import { bytesSource } from "../../io/byte-source.js";
 import { OPENBA_GLOBAL_PARAMS, OPENBA_LAYER_PARAMS } from "../../models/openba/spec.js";
@@ -26,6 +27,8 @@ export interface MegatronWriteOptions {
   keep?: ReadonlyMap<string, PyValue>;
   /** Extra args fields to set (e.g. seq lengths for a synthesised Namespace). */
   argsOverrides?: Record<string, PyValue>;
+  /** Carry pickle globals that are not on megahub's allow-list into the new files (off: they are dropped). */
+  keepUnknownGlobals?: boolean;
 }
 
 export interface MegatronWritePlan {
@@ -33,6 +36,8 @@ export interface MegatronWritePlan {
   paddedVocab: number;
   /** What changed in the vocabulary padding, in words. */
   vocabChange: string;
+  /** Unvetted globals found in the carried args and state: dropped, or kept under keepUnknownGlobals. */
+  unknownGlobals: string[];
 }
 
 /**
@@ -59,7 +64,13 @@ export function planMegatronFiles(model: GlobalModel, options: MegatronWriteOpti
   }
   if (![...tensors.keys()].some((k) => k.endsWith("rotary_embed.inv_freq"))) addInvFreq(tensors, d);
   const dir = iterationDirName(options.iteration);
-  const args = rewriteArgs(options.args ?? model.args, d, tp, vocab.padded, divisibleBy, options.argsOverrides);
+  // Carried values come from a pickle megahub did not write: strip what torch.load would import and call.
+  const keepUnknown = options.keepUnknownGlobals === true;
+  const sourceArgs = sanitizeValue(options.args ?? model.args ?? null, { keepUnknown });
+  const keptState = sanitizeValue(new PyDict([...(options.keep ?? new Map<string, PyValue>())]), { keepUnknown });
+  const unknownGlobals = [...new Set([...sourceArgs.dropped, ...keptState.dropped])];
+  const carriedArgs = sourceArgs.value instanceof PyCall ? sourceArgs.value : undefined;
+  const args = rewriteArgs(carriedArgs, d, tp, vocab.padded, divisibleBy, options.argsOverrides);
   const files: PlannedFile[] = [];
   for (let r = 0; r < tp; r++) {
     const planned: PlannedTorchTensor[] = [];
@@ -75,14 +86,15 @@ export function planMegatronFiles(model: GlobalModel, options: MegatronWriteOpti
       ["checkpoint_version", new PyFloat(3.0)],
       ["iteration", options.iteration === "release" ? 0 : options.iteration],
       ["model", model_],
-      ...[...(options.keep ?? new Map<string, PyValue>())].map(([k, v]) => [k, v] as [PyValue, PyValue]),
+      ...keptState.value.entries,
     ]);
     const path = `${dir}/${rankDirName(r)}/model_optim_rng.pt`;
-    files.push(torchFileForPlan(path, root, planned, { renumber: true }));
+    files.push(torchFileForPlan(path, root, planned, { renumber: true, keepUnknownGlobals: keepUnknown }));
   }
   files.push({ kind: "text", path: "latest_checkpointed_iteration.txt", content: String(options.iteration) });
   const notes = [vocab.note, "optimizer and RNG state are TP-specific: not written (load with --finetune or --no-load-optim --no-load-rng)"];
-  return { plan: { files, notes }, paddedVocab: vocab.padded, vocabChange: vocab.note };
+  if (unknownGlobals.length > 0) notes.push(unknownGlobalsNote(unknownGlobals, keepUnknown));
+  return { plan: { files, notes }, paddedVocab: vocab.padded, vocabChange: vocab.note, unknownGlobals };
 }
 
 const range = (a: number, b: number) => Array.from({ length: b - a }, (_, i) => a + i);

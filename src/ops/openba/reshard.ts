@@ -21,6 +21,8 @@ export interface ReshardJob {
   /** A sentencepiece model: the true vocabulary is its pieces + OpenBA's 103 tokens. */
   tokenizer?: string;
   dryRun?: boolean;
+  /** Carry pickle globals that are not on megahub's allow-list (off: dropped with a notice). */
+  keepUnknownGlobals?: boolean;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -32,6 +34,8 @@ export interface ReshardResult {
   vocabChange: string;
   /** Top-level entries not carried over because they are TP-specific. */
   dropped: string[];
+  /** Unvetted pickle globals found in the carried args/state (dropped unless keepUnknownGlobals). */
+  unknownGlobals: string[];
   execution?: ExecuteResult;
 }
 
@@ -65,11 +69,12 @@ export async function reshardMegatron(job: ReshardJob): Promise<ReshardResult> {
       ...(trueVocab === undefined ? {} : { trueVocab }),
       ...(ckpt.args ? { args: ckpt.args } : {}),
       keep,
+      keepUnknownGlobals: job.keepUnknownGlobals === true,
     });
     const plan = { ...written.plan, notes: dropped.length > 0 ? [...written.plan.notes, `dropped TP-specific state: ${dropped.join(", ")}`] : written.plan.notes };
     const summary = summarizePlan(plan, (f) => safetensorsHeader(f).byteLength);
     const source = { path: resolve(job.input), iteration: ckpt.iteration, tp: ckpt.layout.tp };
-    const base = { summary, source, tp: job.tp, paddedVocab: written.paddedVocab, vocabChange: written.vocabChange, dropped };
+    const base = { summary, source, tp: job.tp, paddedVocab: written.paddedVocab, vocabChange: written.vocabChange, dropped, unknownGlobals: written.unknownGlobals };
     if (job.dryRun) return base;
     const execution = await runPlan(plan, job.out, {
       ...(job.onProgress ? { onProgress: job.onProgress } : {}),

@@ -89,8 +89,12 @@ export async function readHfConfigDims(path: string): Promise<{ dims: OpenbaDims
 }
 
 /** Billions with one decimal, the way the OpenBA-v2 table writes sizes (12.3B, 11.0B, 3.8B). */
+/** A parameter count for people: billions for big models, real counts (M, K, exact) for small ones, never "0.0B". */
 export function billions(n: number): string {
-  return `${(n / 1e9).toFixed(1)}B`;
+  if (n >= 1e8) return `${(n / 1e9).toFixed(1)}B`;
+  if (n >= 1e6) return `${(n / 1e6).toFixed(1)}M`;
+  if (n >= 1e4) return `${(n / 1e3).toFixed(1)}K`;
+  return String(n);
 }
 
 /** Rows of the `--plan` table: part, before, after, removed (exact counts and billions). */

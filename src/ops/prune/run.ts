@@ -46,6 +46,8 @@ export interface PruneJob extends PruneTarget {
   dtype?: DtypeOption;
   /** Plan only: no weight is read (magnitude masks are stand-ins with the right counts) and nothing is written. */
   dryRun?: boolean;
+  /** Megatron output: carry pickle globals that are not on megahub's allow-list (off: dropped with a notice). */
+  keepUnknownGlobals?: boolean;
   onProgress?: (label: "norms" | "prune", done: number, total: number) => void;
 }
 
@@ -61,6 +63,8 @@ export interface PruneResult {
   to: "hf" | "megatron";
   tp?: number;
   notes: string[];
+  /** Megatron output: unvetted pickle globals found in the carried args (dropped unless keepUnknownGlobals). */
+  unknownGlobals: string[];
   out: string;
   execution?: ExecuteResult;
 }
@@ -116,7 +120,7 @@ export async function pruneCheckpoint(job: PruneJob): Promise<PruneResult> {
     const summary = summarizePlan(plan, (f) => safetensorsHeader(f).byteLength);
     const outDims = output.dims;
     const params = { before: countParams(resolved.from, to === "megatron"), after: countParams(outDims, to === "megatron") };
-    const result: PruneResult = { resolved, masks: written, params, dims: outDims, summary, source: src.info, to, ...(tp === undefined ? {} : { tp }), notes: [...plan.notes], out: job.out };
+    const result: PruneResult = { resolved, masks: written, params, dims: outDims, summary, source: src.info, to, ...(tp === undefined ? {} : { tp }), notes: [...plan.notes], unknownGlobals: output.unknownGlobals ?? [], out: job.out };
     if (job.dryRun) return result;
     const step: Omit<LineageStep, "at"> = {
       step: "prune",
@@ -186,7 +190,7 @@ async function planOutput(
   to: "hf" | "megatron",
   tp: number | undefined,
   job: PruneJob,
-): Promise<{ plan: Plan; dims: OpenbaDims }> {
+): Promise<{ plan: Plan; dims: OpenbaDims; unknownGlobals?: string[] }> {
   if (to === "hf") {
     const tokenizer = job.tokenizer ?? src.spiece;
     const planned = await planHfFiles(pruned, {
@@ -211,8 +215,9 @@ async function planOutput(
     ...(pruned.args ? { args: pruned.args } : {}),
     // An HF source has no Namespace: synthesise the fields Megatron needs from its config.json.
     ...(src.config ? { argsOverrides: { ...synthesizedArgs(src.config, dtype), iteration: iteration === "release" ? 0 : iteration } } : {}),
+    keepUnknownGlobals: job.keepUnknownGlobals === true,
   });
-  return { plan: written.plan, dims: { ...pruned.dims, vocab: written.paddedVocab } };
+  return { plan: written.plan, dims: { ...pruned.dims, vocab: written.paddedVocab }, unknownGlobals: written.unknownGlobals };
 }
 
 

@@ -59,6 +59,8 @@ export interface PruneVocabJob {
   report?: string;
   /** Plan only: counts and selection are real, no weight is read and nothing but the report is written. */
   dryRun?: boolean;
+  /** Megatron output: carry pickle globals that are not on megahub's allow-list (off: dropped with a notice). */
+  keepUnknownGlobals?: boolean;
   onProgress?: (label: "count" | "prune-vocab", done: number, total: number) => void;
 }
 
@@ -74,6 +76,8 @@ export interface PruneVocabResult {
   counting?: { tokens: number; lines: number; bytes: number; seconds: number };
   summary: PlanSummary;
   notes: string[];
+  /** Megatron output: unvetted pickle globals found in the carried args (dropped unless keepUnknownGlobals). */
+  unknownGlobals: string[];
   execution?: ExecuteResult;
 }
 
@@ -149,6 +153,7 @@ export async function pruneVocab(job: PruneVocabJob): Promise<PruneVocabResult> 
       ...(counted.counting ? { counting: counted.counting } : {}),
       summary,
       notes: [...plan.notes],
+      unknownGlobals: output.unknownGlobals ?? [],
     };
     if (job.dryRun) {
       if (job.report !== undefined) await writeFileAtomic(job.report, renderVocabReportHtml(report));
@@ -256,7 +261,7 @@ async function planOutput(
   spiece: Uint8Array,
   template: string,
   job: PruneVocabJob,
-): Promise<{ files: PlannedFile[]; notes: string[] }> {
+): Promise<{ files: PlannedFile[]; notes: string[]; unknownGlobals?: string[] }> {
   if (to === "hf") {
     const planned = await planHfFiles(pruned, job.maxShardBytes === undefined ? {} : { maxShardBytes: job.maxShardBytes });
     const tok = await prunedTokenizerFiles(spiece, pruned.dims.vocab, template);
@@ -277,8 +282,10 @@ async function planOutput(
     ...(pruned.trueVocab === undefined ? {} : { trueVocab: pruned.trueVocab }),
     ...(pruned.args ? { args: pruned.args } : {}),
     ...(src.config ? { argsOverrides: { ...synthesizedArgs(src.config, dtype), iteration: iteration === "release" ? 0 : iteration } } : {}),
+    keepUnknownGlobals: job.keepUnknownGlobals === true,
   });
   return {
+    unknownGlobals: written.unknownGlobals,
     files: [...written.plan.files, { kind: "text", path: "spiece.model", content: spiece }],
     // The writer's own vocabulary note would only repeat the remap's ("… padded to N rows (unchanged)").
     notes: [...written.plan.notes.filter((n) => n !== written.vocabChange), "spiece.model (the pruned tokenizer) is written beside the checkpoint: train or convert with it"],
