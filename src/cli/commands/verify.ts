@@ -80,9 +80,9 @@ export const verifyCommand: Command = {
 };
 
 /** The first line of ORT's CUDA load error, which is all a user needs. */
+/** The first line of why CUDA was not used: the doctor's verdict, whole, because its end says the fix. */
 export function cudaReason(reason: string): string {
-  const line = reason.split("\n")[0] ?? reason;
-  return line.length > 160 ? `${line.slice(0, 160)}…` : line;
+  return reason.split("\n")[0] ?? reason;
 }
 
 export function printVerifyResult(r: VerifyResult, reporter: Reporter): void {
