@@ -257,6 +257,8 @@ export class LfsStore {
       }
     }
     const file = await this.tmpPath(`${id}.multipart`);
+    // Hashing a many-GB object sends nothing for minutes: the idle timeout must not cut the answer.
+    req.socket?.setTimeout(0);
     const hash = createHash("sha256");
     let n = 0;
     for await (const c of createReadStream(file, { highWaterMark: 1 << 20 })) {

@@ -111,6 +111,8 @@ export class XetStore {
 
   private async putShard(req: IncomingMessage): Promise<{ result: number }> {
     const files = shardFiles(await readBody(req, MAX_SHARD_BYTES, this.budget));
+    // Rebuilding a large file takes minutes with no bytes on the socket: the idle timeout must not cut it.
+    req.socket?.setTimeout(0);
     for (const f of files) await this.rebuild(f);
     this.stats.shards++;
     return { result: 1 };
