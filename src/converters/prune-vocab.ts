@@ -8,7 +8,7 @@ import { OPENBA_CHAT_TEMPLATE, OPENBA_SPECIAL } from "../models/openba.js";
 import { countParams, paddedVocab } from "../models/openba-dims.js";
 import type { ExecuteResult } from "../plan/execute.js";
 import { summarizePlan, type Plan, type PlannedFile, type PlanSummary } from "../plan/plan.js";
-import { runPlan } from "../plan/run.js";
+import { runPlan, type RunControl } from "../plan/run.js";
 import { resolveChatTemplate } from "../verify/chat-template.js";
 import type { GlobalModel } from "./global-model.js";
 import { openModel, type ModelSource } from "./open-model.js";
@@ -58,6 +58,8 @@ export interface PruneVocabJob {
   /** Plan only: counts and selection are real, no weight is read and nothing but the report is written. */
   dryRun?: boolean;
   onProgress?: (label: "count" | "prune-vocab", done: number, total: number) => void;
+  /** Whole, one part of a split, finalize, or local workers (see plan/run.ts). */
+  control?: RunControl;
 }
 
 /** What a prune-vocab run planned (and, unless a dry run, wrote). */
@@ -154,6 +156,7 @@ export async function pruneVocab(job: PruneVocabJob): Promise<PruneVocabResult> 
     }
     const execution = await runPlan(plan, job.out, {
       ...(job.onProgress ? { onProgress: (d: number, t: number) => job.onProgress?.("prune-vocab", d, t) } : {}),
+      ...(job.control ? { control: job.control } : {}),
       step: {
         step: "prune-vocab",
         source: { path: src.info.path, format: src.info.format === "hf" ? "hf-safetensors" : "megatron", ...(src.info.iteration === undefined ? {} : { iteration: src.info.iteration }), ...(src.info.tp === undefined ? {} : { tp: src.info.tp }) },

@@ -6,7 +6,7 @@ import { countParams } from "../models/openba-dims.js";
 import { OPENBA_SPECIAL } from "../models/openba.js";
 import type { ExecuteResult } from "../plan/execute.js";
 import { summarizePlan, type PlanSummary } from "../plan/plan.js";
-import { runPlan } from "../plan/run.js";
+import { runPlan, type RunControl } from "../plan/run.js";
 import { megatronGlobalModel } from "./global-model.js";
 import { planMegatronFiles } from "./megatron-write.js";
 import { planTokenizerFiles } from "./openba-tokenizer.js";
@@ -22,6 +22,8 @@ export interface ReshardJob {
   tokenizer?: string;
   dryRun?: boolean;
   onProgress?: (done: number, total: number) => void;
+  /** Whole, one part of a split, finalize, or local workers (see plan/run.ts). */
+  control?: RunControl;
 }
 
 export interface ReshardResult {
@@ -73,6 +75,7 @@ export async function reshardMegatron(job: ReshardJob): Promise<ReshardResult> {
     if (job.dryRun) return base;
     const execution = await runPlan(plan, job.out, {
       ...(job.onProgress ? { onProgress: job.onProgress } : {}),
+      ...(job.control ? { control: job.control } : {}),
       step: {
         step: "reshard",
         source: { path: source.path, format: "megatron", iteration: source.iteration, tp: source.tp, pp: 1 },

@@ -1,6 +1,8 @@
 import { formatError } from "../errors.js";
+import { readInto } from "../io/byte-source.js";
 import { castBytes, type CastStats } from "../tensors/cast.js";
 import { byteSize, DTYPES, numel } from "../tensors/dtypes.js";
+import { DEFAULT_BLOCK_BYTES } from "./pool.js";
 import type { Recipe } from "./recipe.js";
 
 /** Rows along dim 0 (a 0-d tensor is one row). */
@@ -14,12 +16,26 @@ export function rowBytes(r: Recipe): number {
 
 /**
  * The bytes of rows [start, end) of a recipe's output, reading only what those rows need. The executor walks a
- * tensor in row blocks, so memory stays at a block, not a tensor, for every recipe kind.
+ * tensor in row blocks, so memory stays at a block, not a tensor, for every recipe kind. Given `into` (a reused
+ * block buffer at least that large), the rows are made in its first bytes and the result is that view.
  */
-export async function materializeRows(r: Recipe, start: number, end: number, stats: CastStats): Promise<Uint8Array> {
+export async function materializeRows(r: Recipe, start: number, end: number, stats: CastStats, into?: Uint8Array): Promise<Uint8Array> {
+  const made = await rows(r, start, end, stats, into?.subarray(0, (end - start) * rowBytes(r)));
+  if (into === undefined || made.buffer === into.buffer) return made;
+  const out = into.subarray(0, made.byteLength);
+  out.set(made);
+  return out;
+}
+
+/** materializeRows, free to ignore `into` where no fresh buffer is made (pass-through slices). */
+async function rows(r: Recipe, start: number, end: number, stats: CastStats, into: Uint8Array | undefined): Promise<Uint8Array> {
   const rb = rowBytes(r);
   switch (r.kind) {
     case "read":
+      if (into) {
+        await readInto(r.source, into, r.offset + start * rb);
+        return into;
+      }
       return r.source.read(r.offset + start * rb, (end - start) * rb);
     case "strided":
       return gatherStrided(r, start, end);
@@ -27,7 +43,7 @@ export async function materializeRows(r: Recipe, start: number, end: number, sta
       return castBytes(await materializeRows(r.input, start, end, stats), r.input.dtype, r.dtype, stats);
     case "padRows": {
       const have = rowCount(r.input);
-      const out = new Uint8Array((end - start) * rb);
+      const out = into ?? new Uint8Array((end - start) * rb);
       const realEnd = Math.min(end, have);
       if (start < realEnd) {
         out.set(await materializeRows(r.input, start, realEnd, stats), 0);
@@ -39,21 +55,21 @@ export async function materializeRows(r: Recipe, start: number, end: number, sta
       return out;
     }
     case "concat":
-      return r.dim === 0 ? concatRows(r.parts, start, end, rb, stats) : concatInner(r, start, end, stats);
+      return r.dim === 0 ? concatRows(r.parts, start, end, rb, stats, into) : concatInner(r, start, end, stats, into);
     case "select":
-      return r.dim === 0 ? selectRows(r.input, r.indices, start, end, rb, stats) : selectInner(r, start, end, stats);
+      return r.dim === 0 ? selectRows(r.input, r.indices, start, end, rb, stats, into) : selectInner(r, start, end, stats, into);
   }
 }
 
-async function concatRows(parts: readonly Recipe[], start: number, end: number, rb: number, stats: CastStats) {
+async function concatRows(parts: readonly Recipe[], start: number, end: number, rb: number, stats: CastStats, into?: Uint8Array) {
   let base = 0;
   for (const p of parts) {
     const n = rowCount(p);
     // Rows inside one part (the usual case for row blocks): hand that part's bytes through without a copy.
-    if (start >= base && end <= base + n) return materializeRows(p, start - base, end - base, stats);
+    if (start >= base && end <= base + n) return rows(p, start - base, end - base, stats, into);
     base += n;
   }
-  const out = uninitialized((end - start) * rb);
+  const out = into ?? uninitialized((end - start) * rb);
   base = 0;
   for (const p of parts) {
     const n = rowCount(p);
@@ -68,12 +84,12 @@ async function concatRows(parts: readonly Recipe[], start: number, end: number, 
 }
 
 /** Concatenation on dim k > 0: the same rows of every part, interleaved block by block (row-parallel merges). */
-async function concatInner(r: Recipe & { kind: "concat" }, start: number, end: number, stats: CastStats) {
+async function concatInner(r: Recipe & { kind: "concat" }, start: number, end: number, stats: CastStats, into?: Uint8Array) {
   const blocks = await Promise.all(r.parts.map((p) => materializeRows(p, start, end, stats)));
   const outer = (end - start) * numel(r.shape.slice(1, r.dim));
   const inner = r.parts.map((p) => byteSize(p.dtype, p.shape.slice(r.dim)));
   const total = inner.reduce((a, b) => a + b, 0);
-  const out = uninitialized(outer * total);
+  const out = into ?? uninitialized(outer * total);
   for (let o = 0; o < outer; o++) {
     let at = o * total;
     for (const [i, b] of blocks.entries()) {
@@ -85,30 +101,64 @@ async function concatInner(r: Recipe & { kind: "concat" }, start: number, end: n
   return out;
 }
 
-/** Row selection reads runs of consecutive source rows in one request each. */
-async function selectRows(input: Recipe, indices: readonly number[], start: number, end: number, rb: number, stats: CastStats) {
+/**
+ * Row selection reads each run of consecutive source rows once, and runs that lie close together (pruned rows keep
+ * most of their neighbours) in one request covering them all, so a scattered selection costs a few large reads
+ * instead of one small read per row. The reads of one block run concurrently.
+ */
+async function selectRows(input: Recipe, indices: readonly number[], start: number, end: number, rb: number, stats: CastStats, into?: Uint8Array) {
   const first = indices[start] as number;
   if (indices[end - 1] === first + (end - 1 - start) && isRun(indices, start, end)) {
-    return materializeRows(input, first, first + (end - start), stats); // a slice: no copy
+    return rows(input, first, first + (end - start), stats, into); // a slice: no copy
   }
-  const out = uninitialized((end - start) * rb);
-  let i = start;
-  while (i < end) {
-    const first = indices[i] as number;
+  const out = into ?? uninitialized((end - start) * rb);
+  const runs: { from: number; count: number; at: number }[] = [];
+  for (let i = start; i < end; ) {
+    const from = indices[i] as number;
     let j = i + 1;
-    while (j < end && indices[j] === first + (j - i)) j++;
-    out.set(await materializeRows(input, first, first + (j - i), stats), (i - start) * rb);
+    while (j < end && indices[j] === from + (j - i)) j++;
+    runs.push({ from, count: j - i, at: i - start });
     i = j;
   }
+  // Windows of source rows: runs sorted by source row, merged while the rows skipped between them cost less to
+  // read than another request (GAP_BYTES) and the window stays near a block.
+  const sorted = [...runs].sort((a, b) => a.from - b.from);
+  const gapRows = Math.max(1, Math.floor(GAP_BYTES / Math.max(1, rb)));
+  const maxRows = Math.max(1, Math.floor(WINDOW_BYTES / Math.max(1, rb)));
+  const windows: { lo: number; hi: number; runs: typeof runs }[] = [];
+  for (const run of sorted) {
+    const w = windows.at(-1);
+    if (w && run.from <= w.hi + gapRows && Math.max(w.hi, run.from + run.count) - w.lo <= maxRows) {
+      w.hi = Math.max(w.hi, run.from + run.count);
+      w.runs.push(run);
+    } else {
+      windows.push({ lo: run.from, hi: run.from + run.count, runs: [run] });
+    }
+  }
+  let next = 0;
+  const worker = async () => {
+    for (let w = windows[next++]; w; w = windows[next++]) {
+      const bytes = await materializeRows(input, w.lo, w.hi, stats);
+      for (const run of w.runs) out.set(bytes.subarray((run.from - w.lo) * rb, (run.from - w.lo + run.count) * rb), run.at * rb);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(READS_IN_FLIGHT, windows.length) }, worker));
   return out;
 }
 
-async function selectInner(r: Recipe & { kind: "select" }, start: number, end: number, stats: CastStats) {
+/** Skipped bytes worth reading to save a request (a page-cache read of 256 KiB costs about one request). */
+const GAP_BYTES = 256 << 10;
+/** Largest window of source rows read at once: it sits in memory beside the output block. */
+const WINDOW_BYTES = DEFAULT_BLOCK_BYTES;
+/** Concurrent window reads of one block (a scattered vocabulary re-index has thousands of them). */
+const READS_IN_FLIGHT = 8;
+
+async function selectInner(r: Recipe & { kind: "select" }, start: number, end: number, stats: CastStats, into?: Uint8Array) {
   const src = await materializeRows(r.input, start, end, stats);
   const outer = (end - start) * numel(r.input.shape.slice(1, r.dim));
   const innerBytes = byteSize(r.dtype, r.input.shape.slice(r.dim + 1));
   const n = r.input.shape[r.dim] as number;
-  const out = uninitialized(outer * innerBytes * r.indices.length);
+  const out = into ?? uninitialized(outer * innerBytes * r.indices.length);
   // Column selects move one element at a time: copy through a typed view of the element's width, which is an
   // order of magnitude faster than a subarray copy per element.
   const width = [4, 2, 1].find((w) => innerBytes % w === 0 && src.byteOffset % w === 0) as number;

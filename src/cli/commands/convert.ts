@@ -7,6 +7,7 @@ import type { Reporter } from "../reporter.js";
 import { isDevice } from "../../verify/ort-session.js";
 import { verifyModel, type VerifyResult } from "../../verify/verify-model.js";
 import { printVerifyResult } from "./verify.js";
+import { RUN_DETAILS, RUN_OPTIONS, runControl } from "../run-options.js";
 
 export const convertCommand: Command = {
   name: "convert",
@@ -24,19 +25,23 @@ export const convertCommand: Command = {
     verify: { type: "string" },
     device: { type: "string" },
     report: { type: "string" },
+    ...RUN_OPTIONS,
   },
   details: [
     "--verify <ref.safetensors>  after writing, run the model in ONNX Runtime against reference logits (see `megahub verify`)",
     "--device auto|cuda|cpu      execution provider for --verify (default auto: CUDA when present, else CPU)",
-    "--report <file.html>        with --verify, write the HTML report",
+    "--report <file.html>        with --verify, write the HTML report (with --part: at --finalize, not per part)",
+    ...RUN_DETAILS,
   ],
   async run(positionals, values, out) {
     const job = await convertJob(positionals, values);
     const reference = stringOpt(values, "verify");
     const device = stringOpt(values, "device") ?? "auto";
     if (!isDevice(device)) throw new RangeError(`--device must be auto, cuda or cpu, got "${device}"`);
-    const res = await convertMegatronToHf({ ...job, onProgress: (d, t) => out.progress("convert", d, t) });
-    if (!reference || job.dryRun) {
+    const control = runControl(values);
+    const res = await convertMegatronToHf({ ...job, control, onProgress: (d, t) => out.progress("convert", d, t) });
+    // A part has no output to verify yet: --verify runs where the output appears (--finalize, --workers).
+    if (!reference || job.dryRun || control.part) {
       report(res, job.dryRun, out, undefined);
       return 0;
     }
