@@ -22,6 +22,15 @@ export { DEFAULT_BLOCK_BYTES } from "./pool.js";
  */
 const MAKE_AHEAD = 4;
 const WRITE_DEPTH = 4;
+export const POOL_BLOCKS = MAKE_AHEAD + WRITE_DEPTH + 2;
+
+/**
+ * About the most memory a run holds in blocks: the pool, plus a block's worth of input per block being made (a
+ * gather or merge reads its source rows beside its output), plus the hash workers' copies of heap blocks.
+ */
+export function executorMemoryBytes(blockBytes = DEFAULT_BLOCK_BYTES): number {
+  return (POOL_BLOCKS + MAKE_AHEAD) * blockBytes + (64 << 20);
+}
 
 export interface ExecuteOptions {
   blockBytes?: number;
@@ -60,7 +69,7 @@ export async function executePlan(plan: Plan, dir: string, options: ExecuteOptio
   const stats: CastStats = { overflows: 0 };
   const result: ExecuteResult = { files: {}, tensors: {}, overflows: 0, bytesWritten: 0 };
   const hasher = options.hash === false ? undefined : createTensorHasher();
-  const pool = new BlockPool(blockBytes, MAKE_AHEAD + WRITE_DEPTH + 2);
+  const pool = new BlockPool(blockBytes, POOL_BLOCKS);
   /** Tensor digests by recipe: the tied embedding is written twice (shared_embedding and lm_head) but hashed once. */
   const digests = new Map<Recipe, Promise<string | undefined>>();
   let done = 0;

@@ -1,6 +1,7 @@
 import { convertMegatronToHf } from "../../converters/convert.js";
 import { DTYPE_OPTIONS, type DtypeOption } from "../../converters/megatron-to-hf.js";
 import { MegahubError } from "../../errors.js";
+import { DEFAULT_BLOCK_BYTES, executorMemoryBytes } from "../../plan/execute.js";
 import { intOpt, parseSize, stringOpt, type Command, type ParsedValues } from "../command.js";
 import { formatBytes, shapeText, table } from "../format.js";
 import type { Reporter } from "../reporter.js";
@@ -87,7 +88,7 @@ function report(res: Awaited<ReturnType<typeof convertMegatronToHf>>, dryRun: bo
   out.info(table(["  file", "bytes", "tensors"], summary.files.map((f) => [`  ${f.path}`, formatBytes(f.bytes), f.tensors || ""])));
   out.info(`  read ${formatBytes(summary.bytesToRead)}, write ${formatBytes(summary.bytesToWrite)}; largest tensor ${summary.largestTensor?.name} (${formatBytes(summary.largestTensor?.bytes ?? 0)})`);
   if (dryRun) {
-    out.info(`  peak memory ≈ ${formatBytes(Math.min(summary.largestTensor?.bytes ?? 0, 64 << 20) * 3 + 64e6)} (streamed in 64 MiB row blocks)`);
+    out.info(`  block memory ≈ ${formatBytes(executorMemoryBytes())} (streamed in ${formatBytes(DEFAULT_BLOCK_BYTES)} blocks, whatever the model size)`);
     for (const t of summary.tensors.slice(0, 12)) out.info(`  ${t.name} ${t.dtype} ${shapeText(t.shape)} ← ${t.recipe}`);
     if (summary.tensors.length > 12) out.info(`  … ${summary.tensors.length - 12} more tensors (--json lists all)`);
     out.info("  dry run: nothing written");
