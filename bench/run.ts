@@ -68,6 +68,8 @@ interface BenchCase {
   args: string[];
   /** The torch approach: script and its arguments after the input's iteration dir and an output path. */
   torch?: { script: string; args?: string[]; outSuffix?: string };
+  /** Extra megahub rows: more flags each (a split needs several output files, so not every case has one). */
+  variants?: string[][];
 }
 
 const CASES: BenchCase[] = [];
@@ -75,7 +77,7 @@ for (const [enc, dec] of full ? [[8, 24]] : [[1, 1], [2, 2]]) {
   const input = () => checkpoint(enc as number, dec as number);
   CASES.push(
     { name: `convert ${enc}+${dec}`, title: `convert: Megatron TP 2 → HF safetensors, ${enc}/${dec} layers`, input, args: ["convert"], torch: { script: "bench_torch_convert.py" } },
-    { name: `reshard ${enc}+${dec}`, title: `reshard: Megatron TP 2 → 4, ${enc}/${dec} layers`, input, args: ["reshard", "--tp", "4", "--true-vocab-size", "250204"], torch: { script: "bench_torch_split.py", args: ["4"], outSuffix: "iter_0000001" } },
+    { name: `reshard ${enc}+${dec}`, title: `reshard: Megatron TP 2 → 4, ${enc}/${dec} layers`, input, args: ["reshard", "--tp", "4", "--true-vocab-size", "250204"], torch: { script: "bench_torch_split.py", args: ["4"], outSuffix: "iter_0000001" }, variants: [["--workers", "2"]] },
     { name: `prune ${enc}+${dec}`, title: `prune: Megatron TP 2 → HF, hidden 2560→1280, 20→10 heads, FFN 6912→3456, ${enc}/${dec} layers`, input, args: ["prune", "--hidden", "1280", "--heads", "10", "--ffn", "3456"] },
   );
 }
@@ -92,8 +94,7 @@ function runCase(c: BenchCase): CaseResult {
     measure(label, process.execPath, [CLI, command, ckpt, ...rest, "--out", scratch("megahub"), "--quiet", ...extra], clear(scratch("megahub")));
   const rows = [ddRow(ckpt), measure("cp -r", "cp", ["-r", ckpt, scratch("cp")], clear(scratch("cp")))];
   rows.push(megahub("megahub", []));
-  rows.push(megahub("megahub --no-hash", ["--no-hash"]));
-  rows.push(megahub("megahub --workers 2", ["--workers", "2"]));
+  for (const flags of [["--no-hash"], ...(c.variants ?? [])]) rows.push(megahub(`megahub ${flags.join(" ")}`, flags));
   if (c.torch && hasTorch()) {
     const out = c.torch.outSuffix ? join(scratch("torch"), c.torch.outSuffix) : scratch("torch");
     rows.push(measure("torch", "/usr/bin/python3", [join(ROOT, "scripts", c.torch.script), join(ckpt, "iter_0000001"), out, ...(c.torch.args ?? [])], clear(scratch("torch"))));
