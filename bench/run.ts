@@ -202,10 +202,12 @@ function printSummary(all: CaseResult[], startSeconds: number): void {
       ratio(bare && bare - startSeconds, dd),
       ratio(get(r, "megahub --workers 2")?.seconds, dd),
       ratio(torch, m?.seconds),
+      ratio(m?.cpu, get(r, "dd bs=16M")?.cpu),
+      ratio(get(r, "torch")?.cpu, m?.cpu),
       mb(m?.peakRss ?? NaN),
     ];
   });
-  const header = ["case", "megahub − start-up ÷ dd", "--no-hash ÷ dd", "--workers 2 ÷ dd", "torch ÷ megahub", "megahub peak RSS"];
+  const header = ["case", "wall: megahub − start-up ÷ dd", "--no-hash ÷ dd", "--workers 2 ÷ dd", "torch ÷ megahub", "cpu: megahub ÷ dd", "torch ÷ megahub", "megahub peak RSS"];
   const widths = header.map((_, i) => Math.max(...[header, ...rows].map((row) => (row[i] ?? "").length)));
   const line = (row: string[]) => `| ${row.map((c, i) => c.padEnd(widths[i] as number)).join(" | ")} |`;
   process.stdout.write(`${line(header)}\n|${widths.map((w) => "-".repeat(w + 2)).join("|")}|\n${rows.map(line).join("\n")}\n`);

@@ -68,7 +68,9 @@ export async function executePlan(plan: Plan, dir: string, options: ExecuteOptio
   const total = plan.files.reduce((a, f) => a + fileBytes(f, headerBytes), 0);
   const stats: CastStats = { overflows: 0 };
   const result: ExecuteResult = { files: {}, tensors: {}, overflows: 0, bytesWritten: 0 };
-  const hasher = options.hash === false ? undefined : createTensorHasher();
+  const hashing = options.hash !== false;
+  // The workers also compute torch files' zip CRCs, so they run under --no-hash too when there are such files.
+  const hasher = hashing || plan.files.some((f) => f.kind === "custom") ? createTensorHasher() : undefined;
   const pool = new BlockPool(blockBytes, POOL_BLOCKS);
   /** Tensor digests by recipe: the tied embedding is written twice (shared_embedding and lm_head) but hashed once. */
   const digests = new Map<Recipe, Promise<string | undefined>>();
@@ -78,7 +80,7 @@ export async function executePlan(plan: Plan, dir: string, options: ExecuteOptio
     options.onProgress?.(done, total);
   };
   options.onProgress?.(0, total);
-  const context: FileContext = { hasher, pool, blockBytes, stats, advance, digests, tensorHashes: options.tensorHashes === true };
+  const context: FileContext = { hasher, hashing, pool, blockBytes, stats, advance, digests, tensorHashes: hashing && options.tensorHashes === true };
   try {
     for (const file of plan.files) {
       const path = join(dir, file.path);
@@ -104,6 +106,8 @@ export async function executePlan(plan: Plan, dir: string, options: ExecuteOptio
 
 interface FileContext {
   hasher: TensorHasher | undefined;
+  /** File digests wanted (the hasher may run for zip CRCs alone). */
+  hashing: boolean;
   pool: BlockPool;
   blockBytes: number;
   stats: CastStats;
@@ -118,17 +122,17 @@ async function writeOne(file: PlannedFile, path: string, c: FileContext): Promis
       await writeFile(path, file.content, { flag: "wx" });
       const bytes = typeof file.content === "string" ? Buffer.byteLength(file.content) : file.content.byteLength;
       c.advance(bytes);
-      return { bytes, ...(c.hasher ? { sha256: createHash("sha256").update(file.content).digest("hex") } : {}) };
+      return { bytes, ...(c.hashing ? { sha256: createHash("sha256").update(file.content).digest("hex") } : {}) };
     }
     case "copy": {
       await copyFile(file.from, path);
       c.advance(file.bytes);
       const bytes = (await stat(path)).size;
-      return { bytes, ...(c.hasher ? { sha256: await c.hasher.hashFile(path) } : {}) };
+      return { bytes, ...(c.hashing && c.hasher ? { sha256: await c.hasher.hashFile(path) } : {}) };
     }
     case "safetensors":
     case "custom": {
-      const out = await OutputFile.create(path, { depth: WRITE_DEPTH, pool: c.pool, ...(c.hasher ? { hasher: c.hasher } : {}) });
+      const out = await OutputFile.create(path, { depth: WRITE_DEPTH, pool: c.pool, hashFile: c.hashing, ...(c.hasher ? { hasher: c.hasher } : {}) });
       try {
         await (file.kind === "safetensors" ? writeSafetensors(file, out, c) : writeCustom(file, out, c));
         return await out.close();
@@ -185,11 +189,15 @@ async function writeSafetensors(file: TensorFile, out: OutputFile, c: FileContex
 /** A custom writer appends its own headers around the recipes' blocks; the blocks carry their tensor hash. */
 async function writeCustom(file: CustomFile, out: OutputFile, c: FileContext): Promise<void> {
   const ids = new WeakMap<Uint8Array, number[]>();
+  const hasher = c.hasher;
   const sink = {
-    append: async (data: Uint8Array) => {
-      await out.append(data, ids.get(data) ?? []);
+    append: async (data: Uint8Array, checksum?: number) => {
+      await out.append(data, [...(ids.get(data) ?? []), ...(checksum === undefined ? [] : [checksum])]);
       c.advance(data.byteLength);
     },
+    ...(hasher?.crc
+      ? { crc32: { start: () => hasher.start("crc32"), value: async (id: number) => Number.parseInt((await out.digest(id)) ?? "", 16) } }
+      : {}),
   };
   await file.write(sink, (recipe) => ({
     async *[Symbol.asyncIterator]() {

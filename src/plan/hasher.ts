@@ -2,6 +2,7 @@ import { createHash, type Hash } from "node:crypto";
 import { createReadStream, closeSync, openSync, readSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { isMainThread, parentPort, Worker } from "node:worker_threads";
+import * as zlib from "node:zlib";
 
 /**
  * sha256 on worker threads, so hashing overlaps with reading and writing instead of taking main-thread time (it
@@ -16,15 +17,21 @@ const TRANSFER_MIN = 1 << 20;
 /** Read size when a worker hashes a whole file. */
 const FILE_BLOCK = 8 << 20;
 
+/** CRC-32 as zip uses it, where node:zlib has it (Node ≥ 20.15); without it the zip writer computes its own. */
+const crc32 = typeof zlib.crc32 === "function" ? zlib.crc32 : undefined;
+
 type Request =
+  | { op: "start"; id: number; kind: "crc32" }
   | { op: "update"; id: number; seq: number; data: Uint8Array }
   | { op: "digest"; id: number; seq: number }
   | { op: "file"; seq: number; path: string };
 type Reply = { op: "ack"; seq: number; bytes: number } | { op: "hex"; seq: number; hex: string } | { op: "error"; seq: number; message: string };
 
 export interface TensorHasher {
-  /** Starts a hash; returns its id. */
-  start(): number;
+  /** Starts a sha256 (or, where `crc` says so, a zip CRC-32, whose digest is 8 hex digits); returns its id. */
+  start(kind?: "sha256" | "crc32"): number;
+  /** Whether this hasher computes CRC-32 (off the main thread: it was the hot spot of writing torch files). */
+  readonly crc: boolean;
   /**
    * Adds a block. A shared-memory block is read in place: the promise settles once the worker has hashed it, and the
    * caller must not change it before. Any other block may be detached; the promise settles when it is handed over.
@@ -83,7 +90,7 @@ export function createTensorHasher(workers = hashWorkerCount()): TensorHasher {
     w.on("error", fail);
     w.on("exit", (code) => fail(new Error(`sha256 worker exited (${code})`)));
   }
-  const call = (w: Worker, r: Request, copied = 0, transfer: ArrayBuffer[] = []) =>
+  const call = (w: Worker, r: Exclude<Request, { op: "start" }>, copied = 0, transfer: ArrayBuffer[] = []) =>
     new Promise<string>((resolve, reject) => {
       if (failed) return reject(failed);
       pending.set(r.seq, { resolve, reject, copied });
@@ -91,9 +98,12 @@ export function createTensorHasher(workers = hashWorkerCount()): TensorHasher {
     });
   const workerOf = (id: number) => owner.get(id) ?? (pool[0] as Worker);
   return {
-    start() {
+    crc: crc32 !== undefined,
+    start(kind = "sha256") {
       const id = nextId++;
-      owner.set(id, pool[rr++ % pool.length] as Worker);
+      const w = pool[rr++ % pool.length] as Worker;
+      owner.set(id, w);
+      if (kind === "crc32") w.postMessage({ op: "start", id, kind } satisfies Request);
       return id;
     },
     async update(id, block) {
@@ -129,6 +139,7 @@ function mainThreadHasher(): TensorHasher {
   const hashes = new Map<number, Hash>();
   let next = 0;
   return {
+    crc: false,
     start() {
       hashes.set(next, createHash("sha256"));
       return next++;
@@ -168,9 +179,19 @@ function hashFileSync(path: string, buffer: Uint8Array): string {
 if (!isMainThread && parentPort) {
   const port = parentPort;
   const hashes = new Map<number, Hash>();
+  const crcs = new Map<number, number>();
   let buffer: Uint8Array | undefined;
   port.on("message", (r: Request) => {
-    if (r.op === "update") {
+    if (r.op === "start") {
+      crcs.set(r.id, 0);
+    } else if (r.op === "update" && crcs.has(r.id) && crc32) {
+      crcs.set(r.id, crc32(r.data, crcs.get(r.id)));
+      port.postMessage({ op: "ack", seq: r.seq, bytes: r.data.byteLength } satisfies Reply);
+    } else if (r.op === "digest" && crcs.has(r.id)) {
+      const value = crcs.get(r.id) as number;
+      crcs.delete(r.id);
+      port.postMessage({ op: "hex", seq: r.seq, hex: (value >>> 0).toString(16).padStart(8, "0") } satisfies Reply);
+    } else if (r.op === "update") {
       let h = hashes.get(r.id);
       if (!h) hashes.set(r.id, (h = createHash("sha256")));
       h.update(r.data);

@@ -89,12 +89,14 @@ async function concatInner(r: Recipe & { kind: "concat" }, start: number, end: n
   const outer = (end - start) * numel(r.shape.slice(1, r.dim));
   const inner = r.parts.map((p) => byteSize(p.dtype, p.shape.slice(r.dim)));
   const total = inner.reduce((a, b) => a + b, 0);
-  const out = into ?? uninitialized(outer * total);
+  const out = asBuffer(into ?? uninitialized(outer * total));
+  // Buffer.copy moves a range without creating a view per row (views made the GC the hot spot of row merges).
+  const sources = blocks.map(asBuffer);
   for (let o = 0; o < outer; o++) {
     let at = o * total;
-    for (const [i, b] of blocks.entries()) {
+    for (const [i, b] of sources.entries()) {
       const w = inner[i] as number;
-      out.set(b.subarray(o * w, (o + 1) * w), at);
+      b.copy(out, at, o * w, (o + 1) * w);
       at += w;
     }
   }
@@ -159,29 +161,74 @@ async function selectInner(r: Recipe & { kind: "select" }, start: number, end: n
   const innerBytes = byteSize(r.dtype, r.input.shape.slice(r.dim + 1));
   const n = r.input.shape[r.dim] as number;
   const out = into ?? uninitialized(outer * innerBytes * r.indices.length);
-  // Column selects move one element at a time: copy through a typed view of the element's width, which is an
-  // order of magnitude faster than a subarray copy per element.
-  const width = [4, 2, 1].find((w) => innerBytes % w === 0 && src.byteOffset % w === 0) as number;
-  const View = { 4: Uint32Array, 2: Uint16Array, 1: Uint8Array }[width] as Uint8ArrayConstructor;
-  const from = new View(src.buffer, src.byteOffset, src.byteLength / width);
-  const to = new View(out.buffer, 0, out.byteLength / width);
+  // Column selects: copy through a typed view of the widest element that divides the kept unit. Long runs of kept
+  // columns are copied as runs; scattered ones (pruning masks keep about every other column) go through a
+  // precomputed offset map in one tight loop per outer slice, an order of magnitude faster than walking runs.
+  const width = [4, 2, 1].find((w) => innerBytes % w === 0 && src.byteOffset % w === 0 && out.byteOffset % w === 0) as number;
   const inner = innerBytes / width;
   const runs = indexRuns(r.indices);
-  let at = 0;
-  for (let o = 0; o < outer; o++) {
-    const base = o * n * inner;
-    for (let k = 0; k < runs.length; k += 2) {
-      const s0 = base + (runs[k] as number) * inner;
-      const len = (runs[k + 1] as number) * inner;
-      if (len > 16) {
-        to.set(from.subarray(s0, s0 + len), at);
+  const kept = r.indices.length * inner;
+  const stride = n * inner;
+  if (kept / (runs.length / 2) >= LONG_RUN) {
+    const from = asBuffer(src);
+    const to = asBuffer(out);
+    const unit = width; // runs and strides below count elements of this many bytes
+    let at = 0;
+    for (let o = 0; o < outer; o++) {
+      for (let k = 0; k < runs.length; k += 2) {
+        const s0 = o * stride + (runs[k] as number) * inner;
+        const len = (runs[k + 1] as number) * inner;
+        from.copy(to, at * unit, s0 * unit, (s0 + len) * unit);
         at += len;
-      } else {
-        for (let e = 0; e < len; e++) to[at++] = from[s0 + e] as number;
       }
     }
+    return out;
   }
+  const map = new Int32Array(kept);
+  let m = 0;
+  for (const i of r.indices) for (let e = 0; e < inner; e++) map[m++] = i * inner + e;
+  if (width === 4) gather32(view(src, 4) as Uint32Array, view(out, 4) as Uint32Array, map, outer, stride);
+  else if (width === 2) gather16(view(src, 2) as Uint16Array, view(out, 2) as Uint16Array, map, outer, stride);
+  else gather8(src, out, map, outer, stride);
   return out;
+}
+
+/** The same bytes as a Buffer (no copy), for Buffer.copy. */
+function asBuffer(b: Uint8Array): Buffer {
+  return Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+}
+
+/** Kept elements per run from which copying runs beats the offset map. */
+const LONG_RUN = 32;
+
+function view(b: Uint8Array, width: number): Uint8Array | Uint16Array | Uint32Array {
+  const n = b.byteLength / width;
+  return width === 4 ? new Uint32Array(b.buffer, b.byteOffset, n) : width === 2 ? new Uint16Array(b.buffer, b.byteOffset, n) : b;
+}
+
+// One function per element width keeps each loop monomorphic (one typed-array kind), so the JIT compiles it tight.
+function gather32(from: Uint32Array, to: Uint32Array, map: Int32Array, outer: number, stride: number): void {
+  const m = map.length;
+  for (let o = 0, at = 0; o < outer; o++, at += m) {
+    const base = o * stride;
+    for (let k = 0; k < m; k++) to[at + k] = from[base + (map[k] as number)] as number;
+  }
+}
+
+function gather16(from: Uint16Array, to: Uint16Array, map: Int32Array, outer: number, stride: number): void {
+  const m = map.length;
+  for (let o = 0, at = 0; o < outer; o++, at += m) {
+    const base = o * stride;
+    for (let k = 0; k < m; k++) to[at + k] = from[base + (map[k] as number)] as number;
+  }
+}
+
+function gather8(from: Uint8Array, to: Uint8Array, map: Int32Array, outer: number, stride: number): void {
+  const m = map.length;
+  for (let o = 0, at = 0; o < outer; o++, at += m) {
+    const base = o * stride;
+    for (let k = 0; k < m; k++) to[at + k] = from[base + (map[k] as number)] as number;
+  }
 }
 
 /** Output buffers that every byte of is written before use: skip zero-filling (it only costs page faults). */

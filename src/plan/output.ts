@@ -15,6 +15,8 @@ export interface Sink {
 
 export interface OutputFileOptions {
   hasher?: TensorHasher;
+  /** sha256 of the whole file (default true when a hasher is given). */
+  hashFile?: boolean;
   pool?: BlockPool;
   /** Blocks in flight (written or hashed) before append waits. */
   depth: number;
@@ -38,7 +40,7 @@ export class OutputFile implements Sink {
     private readonly handle: FileHandle,
     private readonly options: OutputFileOptions,
   ) {
-    this.fileHash = options.hasher?.start();
+    this.fileHash = options.hashFile === false ? undefined : options.hasher?.start();
   }
 
   /** Creates `path` (an existing file is refused) for reading back and writing. */

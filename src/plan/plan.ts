@@ -1,3 +1,4 @@
+import type { ZipSink } from "../formats/torch/zip-write.js";
 import { describe, leaves, recipeBytes, type Recipe } from "./recipe.js";
 
 export interface PlannedTensor {
@@ -32,7 +33,7 @@ export interface CustomFile {
   readonly path: string;
   readonly bytes: number;
   readonly tensors: readonly PlannedTensor[];
-  write(sink: { append(data: Uint8Array): Promise<void> }, emit: (recipe: Recipe) => AsyncIterable<Uint8Array>): Promise<void>;
+  write(sink: ZipSink, emit: (recipe: Recipe) => AsyncIterable<Uint8Array>): Promise<void>;
 }
 
 export type PlannedFile = TensorFile | TextFile | CopyFile | CustomFile;

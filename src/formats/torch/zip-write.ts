@@ -162,7 +162,10 @@ function tableCrc32(data: Uint8Array, value: number): number {
 
 /** Where the zip writer puts bytes, front to back (a file, or the executor's hashed output file). */
 export interface ZipSink {
-  append(data: Uint8Array): Promise<void>;
+  /** `checksum`: the id of a `crc32` computation this block feeds. */
+  append(data: Uint8Array, checksum?: number): Promise<void>;
+  /** CRC-32 done elsewhere (worker threads, in append order): a record's value is asked after its last block. */
+  crc32?: { start(): number; value(id: number): Promise<number> };
 }
 
 /**
@@ -198,25 +201,27 @@ export async function writeZip(path: string, records: readonly ZipRecord[], opti
 export async function writeZipTo(sink: ZipSink, records: readonly ZipRecord[], options: ZipOptions = {}, name = "<zip>"): Promise<number> {
   const layout = zipLayout(records, options);
   let pos = 0;
-  const write = async (b: Uint8Array) => {
+  const write = async (b: Uint8Array, checksum?: number) => {
     pos += b.byteLength;
-    await sink.append(b);
+    await sink.append(b, checksum);
   };
   const crcs: number[] = [];
   for (const [i, r] of layout.records.entries()) {
     await write(localHeader(r));
     let crc = 0;
     let n = 0;
+    const id = sink.crc32?.start();
     const data = (records[i] as ZipRecord).data;
     for await (const block of data instanceof Uint8Array ? [data] : data) {
       n += block.byteLength;
       if (n > r.bytes) break;
-      crc = crc32(block, crc);
-      await write(block);
+      if (id === undefined) crc = crc32(block, crc);
+      await write(block, id);
     }
     if (n !== r.bytes) {
       throw new MegahubError("OUTPUT", `record ${r.name}: data has ${n > r.bytes ? "more than" : "only"} ${n} bytes, planned ${r.bytes}`, { file: name });
     }
+    if (id !== undefined && sink.crc32) crc = await sink.crc32.value(id);
     crcs.push(crc);
     await write(descriptor(r, crc));
   }
