@@ -6,6 +6,11 @@ export interface Measurement {
   seconds: number;
   /** Peak resident set size in bytes (from GNU time), or NaN when /usr/bin/time is missing. */
   peakRss: number;
+  /**
+   * User + system CPU seconds of the command and every process it waited for (GNU time), NaN without it. On a
+   * shared machine wall time swings with other tenants' load; CPU time much less, so tables show both.
+   */
+  cpu: number;
 }
 
 const GNU_TIME = "/usr/bin/time";
@@ -26,21 +31,22 @@ export function measure(name: string, cmd: string, args: string[], prepare: () =
   }
   runs.sort((a, b) => a.seconds - b.seconds);
   const median = runs[Math.floor(runs.length / 2)] as Measurement;
-  return { ...median, peakRss: Math.max(...runs.map((r) => r.peakRss)) };
+  const cpus = runs.map((r) => r.cpu).sort((a, b) => a - b);
+  return { ...median, peakRss: Math.max(...runs.map((r) => r.peakRss)), cpu: cpus[Math.floor(cpus.length / 2)] as number };
 }
 
 function measureOnce(name: string, cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Measurement {
   const timed = existsSync(GNU_TIME);
   const t0 = performance.now();
   const r = timed
-    ? spawnSync(GNU_TIME, ["-f", "__TIME__ %e %M", cmd, ...args], { encoding: "utf8", env, maxBuffer: 1 << 26 })
+    ? spawnSync(GNU_TIME, ["-f", "__TIME__ %e %M %U %S", cmd, ...args], { encoding: "utf8", env, maxBuffer: 1 << 26 })
     : spawnSync(cmd, args, { encoding: "utf8", env, maxBuffer: 1 << 26 });
   const wall = (performance.now() - t0) / 1000;
   if (r.status !== 0) {
     throw new Error(`${name} failed (${r.status}): ${r.stderr.slice(-2000)}`);
   }
-  const m = /__TIME__ ([\d.]+) (\d+)/.exec(r.stderr);
-  return { name, seconds: m ? Number(m[1]) : wall, peakRss: m ? Number(m[2]) * 1024 : NaN };
+  const m = /__TIME__ ([\d.]+) (\d+) ([\d.]+) ([\d.]+)/.exec(r.stderr);
+  return { name, seconds: m ? Number(m[1]) : wall, peakRss: m ? Number(m[2]) * 1024 : NaN, cpu: m ? Number(m[3]) + Number(m[4]) : NaN };
 }
 
 export function hasTorch(): boolean {
@@ -60,10 +66,11 @@ export function mb(n: number): string {
 export function printTable(title: string, rows: Measurement[], baseline: string, torch?: string): void {
   const base = rows.find((r) => r.name === baseline);
   const ref = torch ? rows.find((r) => r.name === torch) : undefined;
-  const header = ["case", "wall s", "peak RSS", `× ${baseline}`, ...(ref ? [`${torch} ÷ case`] : [])];
+  const header = ["case", "wall s", "cpu s", "peak RSS", `× ${baseline}`, ...(ref ? [`${torch} ÷ case`] : [])];
   const body = rows.map((r) => [
     r.name,
     r.seconds.toFixed(2),
+    r.cpu.toFixed(2),
     mb(r.peakRss),
     base ? (r.seconds / base.seconds).toFixed(2) : "",
     ...(ref ? [(ref.seconds / r.seconds).toFixed(2)] : []),

@@ -1,11 +1,13 @@
 /**
  * npm run bench [-- --full] [-- --only convert]
  *
- * Builds (once, cached in .bench-cache/) a synthetic checkpoint with OpenBA-v2's real widths and runs each case
- * beside `cp -r` of the same bytes and the torch approach, printing wall time, peak RSS and ratios.
+ * Builds (once, cached in .bench-cache/) synthetic checkpoints with OpenBA-v2's real widths and runs each case of
+ * CASES beside `dd bs=16M` and `cp -r` of the same input bytes and the torch approach, printing wall time, peak RSS
+ * and ratios per case, then one summary row per case. `--only convert` runs the cases whose name starts so.
  */
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { availableParallelism, loadavg } from "node:os";
 import { encodeHeader } from "../src/formats/safetensors/header.js";
 import { join, resolve } from "node:path";
 import { hasTorch, measure, mb, printTable, type Measurement } from "./measure.js";
@@ -37,45 +39,73 @@ function scratch(name: string): string {
 
 const clear = (...paths: string[]) => () => paths.forEach((p) => rmSync(p, { recursive: true, force: true }));
 
-function benchConvert(enc: number, dec: number): Measurement[] {
-  const ckpt = checkpoint(enc, dec);
-  const rows = [measure("cp -r", "cp", ["-r", ckpt, scratch("cp")], clear(scratch("cp")))];
-  rows.push(measure("megahub convert", process.execPath, [CLI, "convert", ckpt, "--out", scratch("hf"), "--quiet"], clear(scratch("hf"))));
-  if (hasTorch()) {
-    rows.push(measure("torch (load, cat, save)", "/usr/bin/python3", [join(ROOT, "scripts", "bench_torch_convert.py"), join(ckpt, "iter_0000001"), scratch("torch")], clear(scratch("torch"))));
-  }
-  printTable(`convert: Megatron TP 2 → HF safetensors, ${enc}/${dec} layers (${ckpt})`, rows, "cp -r", "torch (load, cat, save)");
-  return rows;
+/** Every regular file under `dir` (the input bytes a case reads). */
+function filesUnder(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true, recursive: true })
+    .filter((e) => e.isFile())
+    .map((e) => join(e.parentPath, e.name));
 }
 
-function benchReshard(enc: number, dec: number): Measurement[] {
-  const ckpt = checkpoint(enc, dec);
-  const rows = [measure("cp -r", "cp", ["-r", ckpt, scratch("cp")], clear(scratch("cp")))];
-  rows.push(measure("megahub reshard", process.execPath, [CLI, "reshard", ckpt, "--out", scratch("tp4"), "--tp", "4", "--true-vocab-size", "250204", "--quiet"], clear(scratch("tp4"))));
-  if (hasTorch()) {
-    rows.push(
-      measure("torch (load, cat, chunk, save)", "/usr/bin/python3", [
-        join(ROOT, "scripts", "bench_torch_split.py"),
-        join(ckpt, "iter_0000001"),
-        join(scratch("torch-tp4"), "iter_0000001"),
-        "4",
-      ], clear(scratch("torch-tp4"))),
-    );
-  }
-  printTable(`reshard: Megatron TP 2 → 4, ${enc}/${dec} layers`, rows, "cp -r", "torch (load, cat, chunk, save)");
-  return rows;
+/** `dd bs=16M` of every input file into a scratch folder: the user-space copy floor for the same input bytes. */
+function ddRow(input: string): Measurement {
+  const out = scratch("dd");
+  const script = filesUnder(input).map((f, i) => `dd if='${f}' of='${out}/${i}' bs=16M status=none`).join(" && ");
+  return measure("dd bs=16M", "sh", ["-c", `mkdir -p '${out}' && ${script}`], clear(out));
 }
 
-function benchPrune(enc: number, dec: number): Measurement[] {
-  const ckpt = checkpoint(enc, dec);
-  const rows = [measure("cp -r", "cp", ["-r", ckpt, scratch("cp")], clear(scratch("cp")))];
-  rows.push(
-    measure("megahub prune (width to half)", process.execPath, [
-      CLI, "prune", ckpt, "--out", scratch("pruned"), "--hidden", "1280", "--heads", "10", "--ffn", "3456", "--quiet",
-    ], clear(scratch("pruned"))),
+/**
+ * A bench case: one megahub command on a checkpoint, timed beside `dd` and `cp -r` of the same input and, where a
+ * script exists, the torch approach. Add a case by adding an entry to CASES; each prints its table and one row of
+ * the summary.
+ */
+interface BenchCase {
+  /** Summary row label. */
+  name: string;
+  /** Table title. */
+  title: string;
+  input: () => string;
+  /** megahub arguments after the input; `--out <dir> --quiet` are added. */
+  args: string[];
+  /** The torch approach: script and its arguments after the input's iteration dir and an output path. */
+  torch?: { script: string; args?: string[]; outSuffix?: string };
+  /** Extra megahub rows: more flags each (a split needs several output files, so not every case has one). */
+  variants?: string[][];
+}
+
+const CASES: BenchCase[] = [];
+for (const [enc, dec] of full ? [[8, 24]] : [[1, 1], [2, 2]]) {
+  const input = () => checkpoint(enc as number, dec as number);
+  CASES.push(
+    { name: `convert ${enc}+${dec}`, title: `convert: Megatron TP 2 → HF safetensors, ${enc}/${dec} layers`, input, args: ["convert"], torch: { script: "bench_torch_convert.py" } },
+    { name: `reshard ${enc}+${dec}`, title: `reshard: Megatron TP 2 → 4, ${enc}/${dec} layers`, input, args: ["reshard", "--tp", "4", "--true-vocab-size", "250204"], torch: { script: "bench_torch_split.py", args: ["4"], outSuffix: "iter_0000001" }, variants: [["--workers", "2"]] },
+    { name: `prune ${enc}+${dec}`, title: `prune: Megatron TP 2 → HF, hidden 2560→1280, 20→10 heads, FFN 6912→3456, ${enc}/${dec} layers`, input, args: ["prune", "--hidden", "1280", "--heads", "10", "--ffn", "3456"] },
   );
-  printTable(`prune: Megatron TP 2 → HF, hidden 2560→1280, 20→10 heads, FFN 6912→3456, ${enc}/${dec} layers`, rows, "cp -r");
-  return rows;
+}
+
+interface CaseResult {
+  bench: BenchCase;
+  rows: Measurement[];
+}
+
+function runCase(c: BenchCase): CaseResult {
+  const ckpt = c.input();
+  const [command, ...rest] = c.args as [string, ...string[]];
+  const megahub = (label: string, extra: string[]) =>
+    measure(label, process.execPath, [CLI, command, ckpt, ...rest, "--out", scratch("megahub"), "--quiet", ...extra], clear(scratch("megahub")));
+  const rows = [ddRow(ckpt), measure("cp -r", "cp", ["-r", ckpt, scratch("cp")], clear(scratch("cp")))];
+  rows.push(megahub("megahub", []));
+  for (const flags of [["--no-hash"], ...(c.variants ?? [])]) rows.push(megahub(`megahub ${flags.join(" ")}`, flags));
+  if (c.torch && hasTorch()) {
+    const out = c.torch.outSuffix ? join(scratch("torch"), c.torch.outSuffix) : scratch("torch");
+    rows.push(measure("torch", "/usr/bin/python3", [join(ROOT, "scripts", c.torch.script), join(ckpt, "iter_0000001"), out, ...(c.torch.args ?? [])], clear(scratch("torch"))));
+  }
+  printTable(c.title, rows, "dd bs=16M", c.torch && hasTorch() ? "torch" : undefined);
+  return { bench: c, rows };
+}
+
+/** CLI start-up: `megahub --help` (loads the command table, no command module). */
+function startup(): number {
+  return measure("megahub --help", process.execPath, [CLI, "--help"]).seconds;
 }
 
 /** One forward pass in ONNX Runtime (CPU) beside the PyTorch reference forward on CPU, same weights, same ids. */
@@ -142,27 +172,43 @@ function benchCount(): void {
 }
 
 execFileSync("npx", ["tsc", "-p", join(ROOT, "tsconfig.build.json")], { stdio: "inherit", cwd: ROOT });
-const [enc, dec] = full ? [8, 24] : [1, 1];
-if (!only || only === "convert") {
-  const small = benchConvert(enc, dec);
-  if (!full) {
-    // Peak memory must not grow with depth: the same widths with twice the layers.
-    const doubled = benchConvert(enc * 2, dec * 2);
-    const rss = (rows: Measurement[]) => rows.find((r) => r.name === "megahub convert")?.peakRss ?? NaN;
-    process.stdout.write(`\npeak RSS of megahub convert: ${mb(rss(small))} at ${enc}/${dec} layers, ${mb(rss(doubled))} at ${enc * 2}/${dec * 2}\n`);
-  }
-  const largest = 250240 * 2560 * 2;
-  process.stdout.write(`largest tensor (embedding) ${mb(largest)}; target peak RSS ≤ 2 × largest + 256 MB = ${mb(2 * largest + 256e6)}\n`);
-}
-if (!only || only === "reshard") {
-  benchReshard(enc, dec);
-}
-if (!only || only === "prune") {
-  benchPrune(enc, dec);
-}
+process.stdout.write(`load average at start: ${loadavg().map((l) => l.toFixed(2)).join(" ")} (${availableParallelism()} cores)\n`);
+const results: CaseResult[] = [];
+const start = startup();
+for (const c of CASES) if (!only || c.name.startsWith(only)) results.push(runCase(c));
+if (results.length > 0) printSummary(results, start);
 if (!only || only === "forward") {
-  await benchForward(enc, dec);
+  await benchForward(full ? 8 : 1, full ? 24 : 1);
 }
 if (!only || only === "count") {
   benchCount();
+}
+process.stdout.write(`load average at end: ${loadavg().map((l) => l.toFixed(2)).join(" ")}\n`);
+
+/** One row per case: the ratios the targets are stated in. */
+function printSummary(all: CaseResult[], startSeconds: number): void {
+  const get = (r: CaseResult, name: string) => r.rows.find((m) => m.name === name);
+  const ratio = (a: number | undefined, b: number | undefined) => (a === undefined || b === undefined ? "—" : `${(a / b).toFixed(2)}×`);
+  const largest = 250240 * 2560 * 2;
+  process.stdout.write(`\nsummary (start-up ${startSeconds.toFixed(2)} s, subtracted in "− start-up"; peak RSS target ≤ 2 × ${mb(largest)} + 256 MB = ${mb(2 * largest + 256e6)})\n`);
+  const rows = all.map((r) => {
+    const dd = get(r, "dd bs=16M")?.seconds;
+    const m = get(r, "megahub");
+    const bare = get(r, "megahub --no-hash")?.seconds;
+    const torch = get(r, "torch")?.seconds;
+    return [
+      r.bench.name,
+      ratio(m && m.seconds - startSeconds, dd),
+      ratio(bare && bare - startSeconds, dd),
+      ratio(get(r, "megahub --workers 2")?.seconds, dd),
+      ratio(torch, m?.seconds),
+      ratio(m?.cpu, get(r, "dd bs=16M")?.cpu),
+      ratio(get(r, "torch")?.cpu, m?.cpu),
+      mb(m?.peakRss ?? NaN),
+    ];
+  });
+  const header = ["case", "wall: megahub − start-up ÷ dd", "--no-hash ÷ dd", "--workers 2 ÷ dd", "torch ÷ megahub", "cpu: megahub ÷ dd", "torch ÷ megahub", "megahub peak RSS"];
+  const widths = header.map((_, i) => Math.max(...[header, ...rows].map((row) => (row[i] ?? "").length)));
+  const line = (row: string[]) => `| ${row.map((c, i) => c.padEnd(widths[i] as number)).join(" | ")} |`;
+  process.stdout.write(`${line(header)}\n|${widths.map((w) => "-".repeat(w + 2)).join("|")}|\n${rows.map(line).join("\n")}\n`);
 }

@@ -238,9 +238,24 @@ describe.skipIf(!hasFixture("reference", "fp32-tp1.safetensors"))("convert --ver
     expect(res.verification.maxAbsDiff).toBeLessThan(1e-4);
   });
 
-  it("the built CLI's manifest holds the sha256 of every tensor's bytes (hashed on a worker thread)", async () => {
+  it("the built CLI's manifest holds the sha256 of every file, hashed on worker threads while writing", () => {
     const target = out();
     const r = megahub(["convert", fixture("megatron", "fp16-tp3"), "--out", target, "--quiet"]);
+    expect(r.code, r.stderr).toBe(0);
+    const manifest = JSON.parse(readFileSync(join(target, "megahub.json"), "utf8")) as { files: Record<string, { bytes: number; sha256: string }>; tensors: Record<string, { sha256?: string }> };
+    const onDisk = readdirSync(target).filter((f) => f !== "megahub.json").sort();
+    expect(Object.keys(manifest.files).sort()).toEqual(onDisk);
+    for (const f of onDisk) {
+      const bytes = readFileSync(join(target, f));
+      expect(manifest.files[f], f).toEqual({ bytes: bytes.byteLength, sha256: createHash("sha256").update(bytes).digest("hex") });
+    }
+    // Tensor digests cost a second pass over every byte: only on request.
+    expect(Object.values(manifest.tensors).some((t) => t.sha256 !== undefined)).toBe(false);
+  });
+
+  it("--tensor-hashes adds the sha256 of every tensor's bytes; --no-hash leaves all digests out", async () => {
+    const target = out();
+    const r = megahub(["convert", fixture("megatron", "fp16-tp3"), "--out", target, "--quiet", "--tensor-hashes"]);
     expect(r.code, r.stderr).toBe(0);
     const manifest = JSON.parse(readFileSync(join(target, "megahub.json"), "utf8")) as { tensors: Record<string, { sha256: string }> };
     const got = await openSafetensors(join(target, "model.safetensors"));
@@ -248,6 +263,9 @@ describe.skipIf(!hasFixture("reference", "fp32-tp1.safetensors"))("convert --ver
       expect(manifest.tensors[e.name]?.sha256, e.name).toBe(createHash("sha256").update(await got.bytes(e.name)).digest("hex"));
     }
     await got.close();
+    const bare = out();
+    expect(megahub(["convert", fixture("megatron", "fp16-tp3"), "--out", bare, "--quiet", "--no-hash"]).code).toBe(0);
+    expect(readFileSync(join(bare, "megahub.json"), "utf8")).not.toMatch(/sha256/);
   });
 
   it("exits non-zero when the reference does not match the checkpoint", () => {

@@ -1,4 +1,4 @@
-import { writeFile } from "node:fs/promises";
+import { stat, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import * as hubjs from "@huggingface/hub";
 import { afterEach, describe, expect, it } from "vitest";
@@ -114,6 +114,23 @@ describe("pushFolder / pullRepo", () => {
     expect(pulled).toEqual(await digestTree(dir));
     expect(p.commit).toBe(r.commits[0]?.oid);
     expect(p.bytesDownloaded).toBe(p.bytes);
+  });
+
+  it("compares files with the Hub through the sha256 megahub.json recorded while writing, unless a file changed since", async () => {
+    const hub = await startHub();
+    const dir = await modelDir();
+    const push = () => pushFolder({ dir, repo: "local/manifest", hubUrl: hub.url, accessToken: hub.token });
+    await push();
+    const weights = join(dir, "extra", "weights.bin");
+    const size = (await stat(weights)).size;
+    // A recorded digest is believed without reading the file: a (deliberately) wrong one makes the file look changed.
+    const manifest = { megahub: "0.1.0", architecture: "openba", model: {}, lineage: [], verification: [], files: { "extra/weights.bin": { bytes: size, sha256: "0".repeat(64) } } };
+    await writeFile(join(dir, "megahub.json"), JSON.stringify(manifest));
+    expect((await push()).uploaded.sort()).toEqual(["extra/weights.bin", "megahub.json"]);
+    // Once the file is newer than the manifest, its digest is computed again: unchanged.
+    const later = new Date(Date.now() + 60_000);
+    await utimes(weights, later, later);
+    expect((await push()).uploaded).toEqual([]);
   });
 
   it("re-pushing an unchanged folder uploads nothing and makes no commit; a changed file goes alone", async () => {

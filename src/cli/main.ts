@@ -1,7 +1,7 @@
 import { parseArgs } from "node:util";
 import { isMegahubError } from "../errors.js";
 import { COMMON_OPTIONS, type Command, type ParsedValues } from "./command.js";
-import { COMMANDS } from "./commands/index.js";
+import { COMMANDS, SUMMARIES } from "./commands/index.js";
 import { createReporter } from "./reporter.js";
 import { installExitHandlers } from "./process-exit.js";
 import { onStagingNotice } from "../io/atomic.js";
@@ -25,7 +25,7 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   };
   if (name === undefined || name === "--help" || name === "-h" || name === "help") {
-    process.stdout.write(await globalHelp());
+    process.stdout.write(globalHelp());
     return name === undefined ? 2 : 0;
   }
   if (name === "--version" || name === "-v") {
@@ -81,12 +81,9 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-async function globalHelp(): Promise<string> {
+function globalHelp(): string {
   const lines = ["megahub — Megatron (OpenBA) checkpoints to the Hugging Face Hub, no Python needed", "", "commands:"];
-  for (const [name, load] of Object.entries(COMMANDS)) {
-    const c = await load();
-    lines.push(`  ${name.padEnd(12)} ${c.summary}`);
-  }
+  for (const name of Object.keys(COMMANDS)) lines.push(`  ${name.padEnd(12)} ${SUMMARIES[name] ?? ""}`);
   lines.push("", 'Run "megahub <command> --help" for its options. Every command takes --json and --debug.', "");
   return lines.join("\n");
 }

@@ -1,8 +1,9 @@
 import { createHash } from "node:crypto";
-import { basename, resolve } from "node:path";
+import { stat } from "node:fs/promises";
+import { basename, join, resolve } from "node:path";
 import { commitIter, createBranch, createRepo, HubApiError, whoAmI, type CommitOperation } from "@huggingface/hub";
 import { MegahubError } from "../errors.js";
-import { readManifest } from "../plan/manifest.js";
+import { MANIFEST_FILE, readManifest } from "../plan/manifest.js";
 import { resolveHubUrl } from "./config.js";
 import { createHubFetch, type HubFetchOptions, type RetryEvent } from "./hub-fetch.js";
 import { gitBlobSha1, hashFile, listLocalFiles, type HashKind } from "./local-files.js";
@@ -151,7 +152,7 @@ export async function pushFolder(options: PushFolderOptions): Promise<PushResult
   });
   const call: HubCallParams = { repo, hubUrl, accessToken: token, fetch: hub.fetch };
   const secrets = [token];
-  const hashes = new Map<string, string>();
+  const hashes = await manifestHashes(dir);
   const hashOf: HashOf = async (item, kind) => {
     const key = `${kind}:${item.path}`;
     let h = hashes.get(key);
@@ -286,6 +287,24 @@ async function commitBatch(
     if (recovered === undefined) throw toHubError(e, `committing to ${call.repo}@${revision}`, ctx.secrets);
     return { oid: recovered, url: `${call.hubUrl}/${call.repo}/commit/${recovered}`, recovered: true };
   }
+}
+
+/**
+ * The sha256 of output files megahub computed while writing them (megahub.json `files`), keyed as hashOf caches:
+ * comparing with the Hub then costs no pass over the weights. Only entries whose file still has the recorded size
+ * and was not modified after the manifest was written are trusted.
+ */
+async function manifestHashes(dir: string): Promise<Map<string, string>> {
+  const known = new Map<string, string>();
+  const manifest = await readManifest(dir).catch(() => undefined);
+  const written = await stat(join(dir, MANIFEST_FILE)).catch(() => undefined);
+  if (!manifest || !written) return known;
+  for (const [path, f] of Object.entries(manifest.files ?? {})) {
+    if (typeof f.sha256 !== "string" || !/^[0-9a-f]{64}$/.test(f.sha256)) continue;
+    const s = await stat(join(dir, ...path.split("/"))).catch(() => undefined);
+    if (s?.isFile() && s.size === f.bytes && s.mtimeMs <= written.mtimeMs) known.set(`sha256:${path}`, f.sha256);
+  }
+  return known;
 }
 
 /** The folder's files, plus the rendered card when one is wanted. */

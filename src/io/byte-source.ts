@@ -11,6 +11,17 @@ export interface ByteSource {
   readonly name: string;
   readonly size: number;
   read(offset: number, length: number): Promise<Uint8Array>;
+  /**
+   * Reads `target.byteLength` bytes at `offset` into `target` (a reused block buffer): the executor's hot path, which
+   * spares a fresh allocation and its page faults per block. Optional: {@link readInto} falls back to `read`.
+   */
+  readInto?(target: Uint8Array, offset: number): Promise<void>;
+}
+
+/** Fills `target` from `source` at `offset`, without allocating where the source can read in place. */
+export async function readInto(source: ByteSource, target: Uint8Array, offset: number): Promise<void> {
+  if (source.readInto) return source.readInto(target, offset);
+  target.set(await source.read(offset, target.byteLength));
 }
 
 /** A sub-range of another source: zip records, tar members, safetensors tensors. */
@@ -27,6 +38,14 @@ export function subSource(parent: ByteSource, offset: number, length: number, na
       checkRange(name, length, off, len);
       return parent.read(offset + off, len);
     },
+    ...(parent.readInto
+      ? {
+          readInto(target: Uint8Array, off: number) {
+            checkRange(name, length, off, target.byteLength);
+            return readInto(parent, target, offset + off);
+          },
+        }
+      : {}),
   };
 }
 
@@ -78,12 +97,18 @@ export class FileSource implements ByteSource {
   }
 
   async read(offset: number, length: number): Promise<Uint8Array> {
-    checkRange(this.name, this.size, offset, length);
     // allocUnsafe: the buffer is filled completely below, so zeroing it first would only cost page faults.
     const out = Buffer.allocUnsafe(length);
+    await this.readInto(out, offset);
+    return out;
+  }
+
+  async readInto(target: Uint8Array, offset: number): Promise<void> {
+    const length = target.byteLength;
+    checkRange(this.name, this.size, offset, length);
     let done = 0;
     while (done < length) {
-      const { bytesRead } = await this.handle.read(out, done, length - done, offset + done);
+      const { bytesRead } = await this.handle.read(target, done, length - done, offset + done);
       if (bytesRead === 0) {
         throw formatError(`file ended after ${offset + done} bytes while reading ${length} at ${offset}`, {
           file: this.name,
@@ -91,7 +116,6 @@ export class FileSource implements ByteSource {
       }
       done += bytesRead;
     }
-    return out;
   }
 
   close(): Promise<void> {

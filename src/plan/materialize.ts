@@ -1,6 +1,8 @@
 import { formatError } from "../errors.js";
+import { readInto } from "../io/byte-source.js";
 import { castBytes, type CastStats } from "../tensors/cast.js";
 import { byteSize, DTYPES, numel } from "../tensors/dtypes.js";
+import { DEFAULT_BLOCK_BYTES } from "./pool.js";
 import type { Recipe } from "./recipe.js";
 
 /** Rows along dim 0 (a 0-d tensor is one row). */
@@ -14,12 +16,26 @@ export function rowBytes(r: Recipe): number {
 
 /**
  * The bytes of rows [start, end) of a recipe's output, reading only what those rows need. The executor walks a
- * tensor in row blocks, so memory stays at a block, not a tensor, for every recipe kind.
+ * tensor in row blocks, so memory stays at a block, not a tensor, for every recipe kind. Given `into` (a reused
+ * block buffer at least that large), the rows are made in its first bytes and the result is that view.
  */
-export async function materializeRows(r: Recipe, start: number, end: number, stats: CastStats): Promise<Uint8Array> {
+export async function materializeRows(r: Recipe, start: number, end: number, stats: CastStats, into?: Uint8Array): Promise<Uint8Array> {
+  const made = await rows(r, start, end, stats, into?.subarray(0, (end - start) * rowBytes(r)));
+  if (into === undefined || made.buffer === into.buffer) return made;
+  const out = into.subarray(0, made.byteLength);
+  out.set(made);
+  return out;
+}
+
+/** materializeRows, free to ignore `into` where no fresh buffer is made (pass-through slices). */
+async function rows(r: Recipe, start: number, end: number, stats: CastStats, into: Uint8Array | undefined): Promise<Uint8Array> {
   const rb = rowBytes(r);
   switch (r.kind) {
     case "read":
+      if (into) {
+        await readInto(r.source, into, r.offset + start * rb);
+        return into;
+      }
       return r.source.read(r.offset + start * rb, (end - start) * rb);
     case "strided":
       return gatherStrided(r, start, end);
@@ -27,7 +43,7 @@ export async function materializeRows(r: Recipe, start: number, end: number, sta
       return castBytes(await materializeRows(r.input, start, end, stats), r.input.dtype, r.dtype, stats);
     case "padRows": {
       const have = rowCount(r.input);
-      const out = new Uint8Array((end - start) * rb);
+      const out = into ?? new Uint8Array((end - start) * rb);
       const realEnd = Math.min(end, have);
       if (start < realEnd) {
         out.set(await materializeRows(r.input, start, realEnd, stats), 0);
@@ -39,21 +55,21 @@ export async function materializeRows(r: Recipe, start: number, end: number, sta
       return out;
     }
     case "concat":
-      return r.dim === 0 ? concatRows(r.parts, start, end, rb, stats) : concatInner(r, start, end, stats);
+      return r.dim === 0 ? concatRows(r.parts, start, end, rb, stats, into) : concatInner(r, start, end, stats, into);
     case "select":
-      return r.dim === 0 ? selectRows(r.input, r.indices, start, end, rb, stats) : selectInner(r, start, end, stats);
+      return r.dim === 0 ? selectRows(r.input, r.indices, start, end, rb, stats, into) : selectInner(r, start, end, stats, into);
   }
 }
 
-async function concatRows(parts: readonly Recipe[], start: number, end: number, rb: number, stats: CastStats) {
+async function concatRows(parts: readonly Recipe[], start: number, end: number, rb: number, stats: CastStats, into?: Uint8Array) {
   let base = 0;
   for (const p of parts) {
     const n = rowCount(p);
     // Rows inside one part (the usual case for row blocks): hand that part's bytes through without a copy.
-    if (start >= base && end <= base + n) return materializeRows(p, start - base, end - base, stats);
+    if (start >= base && end <= base + n) return rows(p, start - base, end - base, stats, into);
     base += n;
   }
-  const out = uninitialized((end - start) * rb);
+  const out = into ?? uninitialized((end - start) * rb);
   base = 0;
   for (const p of parts) {
     const n = rowCount(p);
@@ -68,70 +84,151 @@ async function concatRows(parts: readonly Recipe[], start: number, end: number, 
 }
 
 /** Concatenation on dim k > 0: the same rows of every part, interleaved block by block (row-parallel merges). */
-async function concatInner(r: Recipe & { kind: "concat" }, start: number, end: number, stats: CastStats) {
+async function concatInner(r: Recipe & { kind: "concat" }, start: number, end: number, stats: CastStats, into?: Uint8Array) {
   const blocks = await Promise.all(r.parts.map((p) => materializeRows(p, start, end, stats)));
   const outer = (end - start) * numel(r.shape.slice(1, r.dim));
   const inner = r.parts.map((p) => byteSize(p.dtype, p.shape.slice(r.dim)));
   const total = inner.reduce((a, b) => a + b, 0);
-  const out = uninitialized(outer * total);
+  const out = asBuffer(into ?? uninitialized(outer * total));
+  // Buffer.copy moves a range without creating a view per row (views made the GC the hot spot of row merges).
+  const sources = blocks.map(asBuffer);
   for (let o = 0; o < outer; o++) {
     let at = o * total;
-    for (const [i, b] of blocks.entries()) {
+    for (const [i, b] of sources.entries()) {
       const w = inner[i] as number;
-      out.set(b.subarray(o * w, (o + 1) * w), at);
+      b.copy(out, at, o * w, (o + 1) * w);
       at += w;
     }
   }
   return out;
 }
 
-/** Row selection reads runs of consecutive source rows in one request each. */
-async function selectRows(input: Recipe, indices: readonly number[], start: number, end: number, rb: number, stats: CastStats) {
+/**
+ * Row selection reads each run of consecutive source rows once, and runs that lie close together (pruned rows keep
+ * most of their neighbours) in one request covering them all, so a scattered selection costs a few large reads
+ * instead of one small read per row. The reads of one block run concurrently.
+ */
+async function selectRows(input: Recipe, indices: readonly number[], start: number, end: number, rb: number, stats: CastStats, into?: Uint8Array) {
   const first = indices[start] as number;
   if (indices[end - 1] === first + (end - 1 - start) && isRun(indices, start, end)) {
-    return materializeRows(input, first, first + (end - start), stats); // a slice: no copy
+    return rows(input, first, first + (end - start), stats, into); // a slice: no copy
   }
-  const out = uninitialized((end - start) * rb);
-  let i = start;
-  while (i < end) {
-    const first = indices[i] as number;
+  const out = into ?? uninitialized((end - start) * rb);
+  const runs: { from: number; count: number; at: number }[] = [];
+  for (let i = start; i < end; ) {
+    const from = indices[i] as number;
     let j = i + 1;
-    while (j < end && indices[j] === first + (j - i)) j++;
-    out.set(await materializeRows(input, first, first + (j - i), stats), (i - start) * rb);
+    while (j < end && indices[j] === from + (j - i)) j++;
+    runs.push({ from, count: j - i, at: i - start });
     i = j;
   }
+  // Windows of source rows: runs sorted by source row, merged while the rows skipped between them cost less to
+  // read than another request (GAP_BYTES) and the window stays near a block.
+  const sorted = [...runs].sort((a, b) => a.from - b.from);
+  const gapRows = Math.max(1, Math.floor(GAP_BYTES / Math.max(1, rb)));
+  const maxRows = Math.max(1, Math.floor(WINDOW_BYTES / Math.max(1, rb)));
+  const windows: { lo: number; hi: number; runs: typeof runs }[] = [];
+  for (const run of sorted) {
+    const w = windows.at(-1);
+    if (w && run.from <= w.hi + gapRows && Math.max(w.hi, run.from + run.count) - w.lo <= maxRows) {
+      w.hi = Math.max(w.hi, run.from + run.count);
+      w.runs.push(run);
+    } else {
+      windows.push({ lo: run.from, hi: run.from + run.count, runs: [run] });
+    }
+  }
+  let next = 0;
+  const worker = async () => {
+    for (let w = windows[next++]; w; w = windows[next++]) {
+      const bytes = await materializeRows(input, w.lo, w.hi, stats);
+      for (const run of w.runs) out.set(bytes.subarray((run.from - w.lo) * rb, (run.from - w.lo + run.count) * rb), run.at * rb);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(READS_IN_FLIGHT, windows.length) }, worker));
   return out;
 }
 
-async function selectInner(r: Recipe & { kind: "select" }, start: number, end: number, stats: CastStats) {
+/** Skipped bytes worth reading to save a request (a page-cache read of 256 KiB costs about one request). */
+const GAP_BYTES = 256 << 10;
+/** Largest window of source rows read at once: it sits in memory beside the output block. */
+const WINDOW_BYTES = DEFAULT_BLOCK_BYTES;
+/** Concurrent window reads of one block (a scattered vocabulary re-index has thousands of them). */
+const READS_IN_FLIGHT = 8;
+
+async function selectInner(r: Recipe & { kind: "select" }, start: number, end: number, stats: CastStats, into?: Uint8Array) {
   const src = await materializeRows(r.input, start, end, stats);
   const outer = (end - start) * numel(r.input.shape.slice(1, r.dim));
   const innerBytes = byteSize(r.dtype, r.input.shape.slice(r.dim + 1));
   const n = r.input.shape[r.dim] as number;
-  const out = uninitialized(outer * innerBytes * r.indices.length);
-  // Column selects move one element at a time: copy through a typed view of the element's width, which is an
-  // order of magnitude faster than a subarray copy per element.
-  const width = [4, 2, 1].find((w) => innerBytes % w === 0 && src.byteOffset % w === 0) as number;
-  const View = { 4: Uint32Array, 2: Uint16Array, 1: Uint8Array }[width] as Uint8ArrayConstructor;
-  const from = new View(src.buffer, src.byteOffset, src.byteLength / width);
-  const to = new View(out.buffer, 0, out.byteLength / width);
+  const out = into ?? uninitialized(outer * innerBytes * r.indices.length);
+  // Column selects: copy through a typed view of the widest element that divides the kept unit. Long runs of kept
+  // columns are copied as runs; scattered ones (pruning masks keep about every other column) go through a
+  // precomputed offset map in one tight loop per outer slice, an order of magnitude faster than walking runs.
+  const width = [4, 2, 1].find((w) => innerBytes % w === 0 && src.byteOffset % w === 0 && out.byteOffset % w === 0) as number;
   const inner = innerBytes / width;
   const runs = indexRuns(r.indices);
-  let at = 0;
-  for (let o = 0; o < outer; o++) {
-    const base = o * n * inner;
-    for (let k = 0; k < runs.length; k += 2) {
-      const s0 = base + (runs[k] as number) * inner;
-      const len = (runs[k + 1] as number) * inner;
-      if (len > 16) {
-        to.set(from.subarray(s0, s0 + len), at);
+  const kept = r.indices.length * inner;
+  const stride = n * inner;
+  if (kept / (runs.length / 2) >= LONG_RUN) {
+    const from = asBuffer(src);
+    const to = asBuffer(out);
+    const unit = width; // runs and strides below count elements of this many bytes
+    let at = 0;
+    for (let o = 0; o < outer; o++) {
+      for (let k = 0; k < runs.length; k += 2) {
+        const s0 = o * stride + (runs[k] as number) * inner;
+        const len = (runs[k + 1] as number) * inner;
+        from.copy(to, at * unit, s0 * unit, (s0 + len) * unit);
         at += len;
-      } else {
-        for (let e = 0; e < len; e++) to[at++] = from[s0 + e] as number;
       }
     }
+    return out;
   }
+  const map = new Int32Array(kept);
+  let m = 0;
+  for (const i of r.indices) for (let e = 0; e < inner; e++) map[m++] = i * inner + e;
+  if (width === 4) gather32(view(src, 4) as Uint32Array, view(out, 4) as Uint32Array, map, outer, stride);
+  else if (width === 2) gather16(view(src, 2) as Uint16Array, view(out, 2) as Uint16Array, map, outer, stride);
+  else gather8(src, out, map, outer, stride);
   return out;
+}
+
+/** The same bytes as a Buffer (no copy), for Buffer.copy. */
+function asBuffer(b: Uint8Array): Buffer {
+  return Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+}
+
+/** Kept elements per run from which copying runs beats the offset map. */
+const LONG_RUN = 32;
+
+function view(b: Uint8Array, width: number): Uint8Array | Uint16Array | Uint32Array {
+  const n = b.byteLength / width;
+  return width === 4 ? new Uint32Array(b.buffer, b.byteOffset, n) : width === 2 ? new Uint16Array(b.buffer, b.byteOffset, n) : b;
+}
+
+// One function per element width keeps each loop monomorphic (one typed-array kind), so the JIT compiles it tight.
+function gather32(from: Uint32Array, to: Uint32Array, map: Int32Array, outer: number, stride: number): void {
+  const m = map.length;
+  for (let o = 0, at = 0; o < outer; o++, at += m) {
+    const base = o * stride;
+    for (let k = 0; k < m; k++) to[at + k] = from[base + (map[k] as number)] as number;
+  }
+}
+
+function gather16(from: Uint16Array, to: Uint16Array, map: Int32Array, outer: number, stride: number): void {
+  const m = map.length;
+  for (let o = 0, at = 0; o < outer; o++, at += m) {
+    const base = o * stride;
+    for (let k = 0; k < m; k++) to[at + k] = from[base + (map[k] as number)] as number;
+  }
+}
+
+function gather8(from: Uint8Array, to: Uint8Array, map: Int32Array, outer: number, stride: number): void {
+  const m = map.length;
+  for (let o = 0, at = 0; o < outer; o++, at += m) {
+    const base = o * stride;
+    for (let k = 0; k < m; k++) to[at + k] = from[base + (map[k] as number)] as number;
+  }
 }
 
 /** Output buffers that every byte of is written before use: skip zero-filling (it only costs page faults). */

@@ -1,3 +1,4 @@
+import type { ZipSink } from "../formats/torch/zip-write.js";
 import { describe, leaves, recipeBytes, type Recipe } from "./recipe.js";
 
 export interface PlannedTensor {
@@ -26,13 +27,13 @@ export interface CopyFile {
   readonly bytes: number;
 }
 
-/** A file produced by a writer registered for its kind (torch checkpoints). */
+/** A file produced by a writer of its own (torch checkpoints), front to back into the executor's sink. */
 export interface CustomFile {
   readonly kind: "custom";
   readonly path: string;
   readonly bytes: number;
   readonly tensors: readonly PlannedTensor[];
-  write(path: string, emit: (recipe: Recipe) => AsyncGenerator<Uint8Array>): Promise<void>;
+  write(sink: ZipSink, emit: (recipe: Recipe) => AsyncIterable<Uint8Array>): Promise<void>;
 }
 
 export type PlannedFile = TensorFile | TextFile | CopyFile | CustomFile;

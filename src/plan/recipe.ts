@@ -93,6 +93,19 @@ export function select(input: Recipe, dim: number, indices: readonly number[]): 
       throw new RangeError(`select: index ${i} outside 0..${n - 1} on dim ${dim}`);
     }
   }
+  const first = indices[0];
+  const contiguous = first !== undefined && indices.every((i, k) => i === first + k);
+  if (contiguous && first === 0 && indices.length === n) return input;
+  // A contiguous range inside one part of a concatenation on the same dim (a TP shard of merged shards) selects
+  // from that part alone: the executor then reads one source instead of gathering across all of them.
+  if (contiguous && input.kind === "concat" && input.dim === dim) {
+    let base = 0;
+    for (const p of input.parts) {
+      const size = p.shape[dim] as number;
+      if (first >= base && first + indices.length <= base + size) return select(p, dim, indices.map((i) => i - base));
+      base += size;
+    }
+  }
   const shape = [...input.shape];
   shape[dim] = indices.length;
   return { kind: "select", dim, indices, input, dtype: input.dtype, shape };

@@ -2,12 +2,14 @@ import { DTYPE_OPTIONS, type DtypeOption } from "../../ops/openba/megatron-to-hf
 import { HF_ARCHS, isHfArch } from "../../models/gpt/hf-config.js";
 import { convertAny, type AnyConvertResult } from "../../ops/dispatch.js";
 import { MegahubError } from "../../errors.js";
+import { DEFAULT_BLOCK_BYTES, executorMemoryBytes } from "../../plan/execute.js";
 import { intOpt, parseSize, stringOpt, type Command, type ParsedValues } from "../command.js";
 import { formatBytes, layoutText, shapeText, table } from "../format.js";
 import type { Reporter } from "../reporter.js";
 import { isDevice } from "../../verify/ort-session.js";
 import { verifyModel, type VerifyResult } from "../../verify/verify-model.js";
 import { printVerifyResult, referencePrecisionOpt } from "./verify.js";
+import { RUN_DETAILS, RUN_OPTIONS, runControl } from "../run-options.js";
 
 export const convertCommand: Command = {
   name: "convert",
@@ -28,6 +30,7 @@ export const convertCommand: Command = {
     "reference-precision": { type: "string" },
     device: { type: "string" },
     report: { type: "string" },
+    ...RUN_OPTIONS,
   },
   details: [
     "--tokenizer            OpenBA: its spiece.model; GPT: an HF tokenizer directory (copied, size checked against the embedding)",
@@ -35,17 +38,20 @@ export const convertCommand: Command = {
     "--true-vocab-size V    GPT: rows kept in HF output (default args.vocab_size, else the tokenizer's size); padding is dropped",
     "--verify <ref.safetensors>  after writing, run the model in ONNX Runtime against reference logits (see `megahub verify`)",
     "--device auto|cuda|cpu      execution provider for --verify (default auto: CUDA when present, else CPU)",
-    "--report <file.html>        with --verify, write the HTML report",
+    "--report <file.html>        with --verify, write the HTML report (with --part: at --finalize, not per part)",
     "--reference-precision P     with --verify: fp32 (default), fp16, bf16 or native, as in `megahub verify`; a --dtype",
     "                            that rounds the checkpoint's weights is compared at that dtype's gates automatically",
+    ...RUN_DETAILS,
   ],
   async run(positionals, values, out) {
     const job = await convertJob(positionals, values);
     const reference = stringOpt(values, "verify");
     const device = stringOpt(values, "device") ?? "auto";
     if (!isDevice(device)) throw new RangeError(`--device must be auto, cuda or cpu, got "${device}"`);
-    const res = await convertAny({ ...job, onProgress: (d, t) => out.progress("convert", d, t) });
-    if (!reference || job.dryRun) {
+    const control = runControl(values);
+    const res = await convertAny({ ...job, control, onProgress: (d, t) => out.progress("convert", d, t) });
+    // A part has no output to verify yet: --verify runs where the output appears (--finalize, --workers).
+    if (!reference || job.dryRun || control.part) {
       report(res, job.dryRun, out, undefined);
       return 0;
     }
@@ -115,7 +121,7 @@ function report(res: AnyConvertResult, dryRun: boolean, out: Reporter, verified:
   out.info(table(["  file", "bytes", "tensors"], summary.files.map((f) => [`  ${f.path}`, formatBytes(f.bytes), f.tensors || ""])));
   out.info(`  read ${formatBytes(summary.bytesToRead)}, write ${formatBytes(summary.bytesToWrite)}; largest tensor ${summary.largestTensor?.name} (${formatBytes(summary.largestTensor?.bytes ?? 0)})`);
   if (dryRun) {
-    out.info(`  peak memory ≈ ${formatBytes(Math.min(summary.largestTensor?.bytes ?? 0, 16 << 20) * 3 + 64e6)} (streamed in 16 MiB row blocks)`);
+    out.info(`  block memory ≈ ${formatBytes(executorMemoryBytes())} (streamed in ${formatBytes(DEFAULT_BLOCK_BYTES)} blocks, whatever the model size)`);
     for (const t of summary.tensors.slice(0, 12)) out.info(`  ${t.name} ${t.dtype} ${shapeText(t.shape)} ← ${t.recipe}`);
     if (summary.tensors.length > 12) out.info(`  … ${summary.tensors.length - 12} more tensors (--json lists all)`);
     out.info("  dry run: nothing written");

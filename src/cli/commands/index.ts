@@ -24,3 +24,26 @@ export const COMMANDS: Record<string, () => Promise<Command>> = {
   doctor: async () => (await import("./doctor.js")).doctorCommand,
   gpu: async () => (await import("./gpu.js")).gpuCommand,
 };
+
+/**
+ * Each command's one-line summary, for `megahub --help` without importing any command module (loading them all cost
+ * about 0.3 s of start-up). index.spec.ts checks that these equal the commands' own summaries.
+ */
+export const SUMMARIES: Record<keyof typeof COMMANDS, string> = {
+  inspect: "describe a Megatron checkpoint, an HF model directory, or a torch/safetensors file (headers only)",
+  convert: "convert a Megatron OpenBA checkpoint to Hugging Face layout (safetensors + config + tokenizer)",
+  demo: "run the main job on the tiny OpenBA checkpoint shipped in fixtures/ and show what happened",
+  reshard: "re-split a Megatron checkpoint to another tensor-parallel size (writes Megatron checkpoints)",
+  "to-megatron": "convert an HF OpenBA model back to a Megatron checkpoint (to continue training)",
+  verify: "run a converted model in ONNX Runtime and compare its logits with a reference or another model",
+  "export-onnx": "write an HF OpenBA model as ONNX (model.onnx, encoder/decoder graphs, one external data file)",
+  generate: "greedy text generation in ONNX Runtime with the model's tokenizer and chat template",
+  push: "upload a folder to a Hugging Face Hub model repo (resumable, retried, with a model card)",
+  pull: "download every file of a Hub model repo revision, resumably, verifying sha256",
+  hub: "run a local Hugging Face Hub-compatible server (to rehearse pushes and pulls offline)",
+  pack: "pack a folder into an uncompressed tar with a sha256 manifest (checked by unpack)",
+  unpack: "unpack a megahub tar into a new folder, verifying every file against its sha256 manifest",
+  prune: "prune layers, hidden size, heads and FFN width to any target (OpenBA-v2's method), or --plan the parameter counts",
+  vocab: "count how often a corpus uses each token (exactly as sentencepiece tokenizes), for prune-vocab",
+  "prune-vocab": "keep the tokens a corpus uses: new spiece.model, re-indexed embedding/lm_head rows, id map, coverage report",
+};

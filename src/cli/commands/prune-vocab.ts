@@ -7,6 +7,7 @@ import { OPENBA_SPECIAL } from "../../models/openba/spec.js";
 import { KEEP_UNKNOWN_GLOBALS_HELP, intOpt, listOpt, stringOpt, type Command, type ParsedValues, parseSize } from "../command.js";
 import { formatBytes, formatParams, table } from "../format.js";
 import type { Reporter } from "../reporter.js";
+import { RUN_DETAILS, RUN_OPTIONS, runControl } from "../run-options.js";
 
 const USAGE =
   "megahub prune-vocab <hf-dir|megatron-path> --out <dir> (--freq <freq.tsv> | --corpus <files…>) (--keep N | --coverage F) [--keep-tokens <file>] [--tp N] [--to hf|megatron] [--tokenizer <spiece.model>] [--field text] [--threads N] [--chat-template <file>] [--report <file.html>] [--keep-unknown-globals] [--dry-run] [--json]\n" +
@@ -37,6 +38,7 @@ export const pruneVocabCommand: Command = {
     "from-config": { type: "string" },
     "dry-run": { type: "boolean" },
     "keep-unknown-globals": { type: "boolean" },
+    ...RUN_OPTIONS,
   },
   details: [
     "--keep N       keep N sentencepiece pieces (OpenBA's 100 sentinels and <R> <S> <X> always come on top)",
@@ -47,6 +49,7 @@ export const pruneVocabCommand: Command = {
     `The output holds the new spiece.model and tokenizer files (HF), the re-indexed weights and ${ID_MAP_FILE}`,
     "(old → new ids, for `megahub verify --against <original> --id-map`).",
     KEEP_UNKNOWN_GLOBALS_HELP,
+    ...RUN_DETAILS,
   ],
   async run(positionals, values, out) {
     if (stringOpt(values, "from-config") !== undefined) return fromConfig(positionals, values, out);
@@ -55,7 +58,7 @@ export const pruneVocabCommand: Command = {
     if (input === undefined || dir === undefined) throw new MegahubError("USAGE", "prune-vocab needs <hf-dir|megatron-path> and --out <dir>");
     // Loaded here, not at the top: `megahub --help` loads every command module and should stay light.
     const { pruneVocab } = await import("../../ops/vocab/run.js");
-    const res = await pruneVocab({ ...jobOf(positionals, values), input, out: dir, onProgress: (l, d, t) => out.progress(l, d, t) });
+    const res = await pruneVocab({ ...jobOf(positionals, values), input, out: dir, control: runControl(values), onProgress: (l, d, t) => out.progress(l, d, t) });
     report(res, values["dry-run"] === true, out);
     return 0;
   },

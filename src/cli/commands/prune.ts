@@ -7,6 +7,7 @@ import { MegahubError } from "../../errors.js";
 import { KEEP_UNKNOWN_GLOBALS_HELP, intOpt, stringOpt, type Command, type ParsedValues, parseSize } from "../command.js";
 import { formatBytes, formatParams, table } from "../format.js";
 import type { Reporter } from "../reporter.js";
+import { RUN_DETAILS, RUN_OPTIONS, runControl } from "../run-options.js";
 
 export const pruneCommand: Command = {
   name: "prune",
@@ -37,6 +38,7 @@ export const pruneCommand: Command = {
     "max-shard-size": { type: "string" },
     "dry-run": { type: "boolean" },
     "keep-unknown-globals": { type: "boolean" },
+    ...RUN_OPTIONS,
   },
   details: [
     "Semantics as OpenBA's prune_model: one global hidden mask; per layer a head mask (shared by a decoder layer's",
@@ -53,6 +55,7 @@ export const pruneCommand: Command = {
     "--to hf (default) or megatron (--tp N, default the source's TP); a masks file (prune-masks.json) is written beside",
     "the weights. --plan prints parameter counts before/after from headers or --from-config (no weights read).",
     KEEP_UNKNOWN_GLOBALS_HELP,
+    ...RUN_DETAILS,
   ],
   async run(positionals, values, out) {
     const target = targetOf(values);
@@ -61,7 +64,7 @@ export const pruneCommand: Command = {
     const outDir = stringOpt(values, "out");
     if (!input || !outDir) throw new RangeError("prune needs <megatron-path|hf-dir> and --out <dir> (or --plan)");
     const job = await jobOf(input, outDir, values, target);
-    const res = await pruneCheckpoint({ ...job, onProgress: (label, d, t) => out.progress(label, d, t) });
+    const res = await pruneCheckpoint({ ...job, control: runControl(values), onProgress: (label, d, t) => out.progress(label, d, t) });
     report(res, job.dryRun === true, out);
     return 0;
   },

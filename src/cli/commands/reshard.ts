@@ -2,18 +2,20 @@ import { reshardAny } from "../../ops/dispatch.js";
 import { KEEP_UNKNOWN_GLOBALS_HELP, MEGATRON_OUT_OPTIONS, megatronOutJob, stringOpt, type Command } from "../command.js";
 import { formatBytes, layoutText, table } from "../format.js";
 import { unknownGlobalsNote } from "../../formats/torch/sanitize.js";
+import { RUN_DETAILS, RUN_OPTIONS, runControl } from "../run-options.js";
 
 export const reshardCommand: Command = {
   name: "reshard",
   summary: "re-split a Megatron checkpoint to another TP (× PP × VPP for GPT models); writes Megatron checkpoints",
   usage:
     "megahub reshard <megatron-path> --out <dir> --tp N [--pp N] [--vpp N] [--iteration N] [--make-vocab-size-divisible-by K] [--true-vocab-size V] [--tokenizer spiece.model|hf-tokenizer-dir] [--keep-unknown-globals] [--dry-run] [--json]",
-  options: { ...MEGATRON_OUT_OPTIONS, tokenizer: { type: "string" } },
+  options: { ...MEGATRON_OUT_OPTIONS, ...RUN_OPTIONS, tokenizer: { type: "string" } },
   details: [
     "--pp N / --vpp N    pipeline stages and virtual chunks per stage (Megatron-Core GPT; OpenBA is PP 1)",
     "Optimizer and RNG state are TP-specific and are dropped; resume with --finetune (or --no-load-optim --no-load-rng).",
     "The padded vocabulary follows Megatron's rule for the new TP; the true size comes from --true-vocab-size, else --tokenizer, else args.",
     KEEP_UNKNOWN_GLOBALS_HELP,
+    ...RUN_DETAILS,
   ],
   async run(positionals, values, out) {
     const input = positionals[0];
@@ -21,7 +23,7 @@ export const reshardCommand: Command = {
     const job = megatronOutJob(values, "reshard");
     const dir = job.out;
     const tokenizer = stringOpt(values, "tokenizer");
-    const res = await reshardAny({ input, ...job, onProgress: (d, t) => out.progress("reshard", d, t), ...(tokenizer ? { tokenizer } : {}) });
+    const res = await reshardAny({ input, ...job, control: runControl(values), onProgress: (d, t) => out.progress("reshard", d, t), ...(tokenizer ? { tokenizer } : {}) });
     out.result({
       ok: true,
       dryRun: job.dryRun,

@@ -17,7 +17,6 @@
  * self-contained torch.save zip (record folder "archive", as torch.save to a stream names it), back to back. Every
  * size is known from shapes alone, so the plan is sized before a byte is read.
  */
-import { open, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { MegahubError } from "../../errors.js";
 import { StagedDir } from "../../io/atomic.js";
@@ -28,7 +27,7 @@ import type { Recipe } from "../../plan/recipe.js";
 import { byteSize, type Dtype } from "../../tensors/dtypes.js";
 import { pickleValue } from "../torch/pickle-write.js";
 import { newTensor } from "../torch/save.js";
-import { torchRecords, torchZipSize, writeZipAt } from "../torch/zip-write.js";
+import { torchRecords, torchZipSize, writeZipTo } from "../torch/zip-write.js";
 import { checkCoverage, sliceBox } from "./assemble.js";
 import { dcpMetadataBytes, type MetadataBytes, type MetadataOptions, type MetadataTensor } from "./metadata-write.js";
 import type { DcpStorageInfo } from "./metadata.js";
@@ -155,28 +154,20 @@ function dataFile(path: string, entries: readonly Entry[], size: number): Custom
     path,
     bytes: size,
     tensors,
-    async write(out, emit) {
-      const handle = await open(out, "wx");
-      try {
-        let pos = 0;
-        for (const e of entries) {
-          if (e.kind === "bytes") {
-            for await (const block of byteBlocks(e.data)) {
-              await writeAll(handle, block, pos);
-              pos += block.byteLength;
-            }
-            continue;
+    async write(sink, emit) {
+      let pos = 0;
+      for (const e of entries) {
+        if (e.kind === "bytes") {
+          for await (const block of byteBlocks(e.data)) {
+            await sink.append(block);
+            pos += block.byteLength;
           }
-          const records = torchRecords({ prefix: CHUNK_PREFIX, pickle: e.pickle, storages: [{ key: "0", bytes: e.data, data: lazy(() => emit(e.recipe)) }] });
-          pos += await writeZipAt(handle, pos, records, {}, out);
+          continue;
         }
-        if (pos !== size) throw new MegahubError("OUTPUT", `wrote ${pos} bytes, planned ${size}`, { file: out });
-      } catch (err) {
-        await handle.close().catch(() => undefined);
-        await rm(out, { force: true });
-        throw err;
+        const records = torchRecords({ prefix: CHUNK_PREFIX, pickle: e.pickle, storages: [{ key: "0", bytes: e.data, data: lazy(() => emit(e.recipe)) }] });
+        pos += await writeZipTo(sink, records, {}, path);
       }
-      await handle.close();
+      if (pos !== size) throw new MegahubError("OUTPUT", `wrote ${pos} bytes, planned ${size}`, { file: path });
     },
   };
 }
@@ -191,14 +182,6 @@ async function* byteBlocks(data: Uint8Array | ByteSource, block = 16 << 20): Asy
     return;
   }
   for (let off = 0; off < data.size; off += block) yield await data.read(off, Math.min(block, data.size - off));
-}
-
-async function writeAll(handle: Awaited<ReturnType<typeof open>>, block: Uint8Array, pos: number): Promise<void> {
-  let off = 0;
-  while (off < block.byteLength) {
-    const { bytesWritten } = await handle.write(block, off, block.byteLength - off, pos + off);
-    off += bytesWritten;
-  }
 }
 
 /** Writes a DCP directory at `outDir` (staged, renamed into place when complete; an existing non-empty one is refused). */

@@ -1,5 +1,5 @@
 import { formatError, MegahubError } from "../../errors.js";
-import { subSource, type ByteSource } from "../../io/byte-source.js";
+import { readInto, subSource, type ByteSource } from "../../io/byte-source.js";
 import { DTYPES } from "../../tensors/dtypes.js";
 import { indexTar, looksLikeTar } from "../tar/index.js";
 import { unpickle } from "./pickle-read.js";
@@ -114,6 +114,14 @@ function lazyRecord(open: () => Promise<ByteSource>, size: number, name: string)
         throw formatError(`read [${offset}, +${length}) past the ${size}-byte storage`, { file: name });
       }
       return src.read(offset, length);
+    },
+    async readInto(target, offset) {
+      pending ??= open();
+      const src = await pending;
+      if (offset + target.byteLength > size) {
+        throw formatError(`read [${offset}, +${target.byteLength}) past the ${size}-byte storage`, { file: name });
+      }
+      return readInto(src, target, offset);
     },
   };
 }

@@ -7,11 +7,12 @@ import { basename } from "node:path";
 import { MegahubError } from "../../errors.js";
 import type { ByteSource } from "../../io/byte-source.js";
 import type { CustomFile, PlannedTensor } from "../../plan/plan.js";
+import { DEFAULT_BLOCK_BYTES } from "../../plan/pool.js";
 import { recipeBytes, type Recipe } from "../../plan/recipe.js";
 import { DTYPES, numel, type Dtype, type DtypeInfo } from "../../tensors/dtypes.js";
 import { pickleValue } from "./pickle-write.js";
 import { PyGlobal, TorchStorage, TorchTensor, type PyValue } from "./values.js";
-import { torchZipSize, writeTorchZip, type ZipOptions } from "./zip-write.js";
+import { torchZipSize, writeTorchZip, type ZipOptions, type ZipSink } from "./zip-write.js";
 
 export interface SaveOptions extends ZipOptions {
   /** Record folder; torch.save uses the file name up to its first dot (see torchArchivePrefix). Default "archive". */
@@ -113,7 +114,7 @@ export async function saveTorchCheckpoint(
 }
 
 async function writePrepared(
-  path: string,
+  path: string | ZipSink,
   p: PreparedCheckpoint,
   data: (s: SavedStorage) => AsyncIterable<Uint8Array>,
 ): Promise<void> {
@@ -125,7 +126,7 @@ async function writePrepared(
     storages: p.storages.map((s) => ({ key: s.key, bytes: s.bytes, data: lazy(() => data(s)) })),
   });
   if (written !== p.bytes) {
-    throw new MegahubError("OUTPUT", `wrote ${written} bytes, planned ${p.bytes}`, { file: path });
+    throw new MegahubError("OUTPUT", `wrote ${written} bytes, planned ${p.bytes}`, { file: typeof path === "string" ? path : p.prefix });
   }
 }
 
@@ -134,7 +135,7 @@ function lazy(make: () => AsyncIterable<Uint8Array>): AsyncIterable<Uint8Array> 
 }
 
 /** Streams a ByteSource (a storage of a loaded checkpoint) in blocks, for saveTorchCheckpoint's storageData. */
-export async function* byteSourceBlocks(source: ByteSource, blockBytes = 16 << 20): AsyncGenerator<Uint8Array> {
+export async function* byteSourceBlocks(source: ByteSource, blockBytes = DEFAULT_BLOCK_BYTES): AsyncGenerator<Uint8Array> {
   for (let off = 0; off < source.size; off += blockBytes) {
     yield await source.read(off, Math.min(blockBytes, source.size - off));
   }

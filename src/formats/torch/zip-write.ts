@@ -136,9 +136,9 @@ export function zipLayout(records: readonly Pick<ZipRecord, "name" | "bytes">[],
   return { records: out, centralOffset: pos, centralSize: central, zip64End, totalBytes };
 }
 
-/** Writes a torch.save archive to `path` (normally a temporary name the caller renames); returns its size. */
-export function writeTorchZip(path: string, spec: TorchZipSpec): Promise<number> {
-  return writeZip(path, torchRecords(spec), spec);
+/** Writes a torch.save archive to `path` (normally a temporary name the caller renames), or into a sink; returns its size. */
+export function writeTorchZip(path: string | ZipSink, spec: TorchZipSpec): Promise<number> {
+  return typeof path === "string" ? writeZip(path, torchRecords(spec), spec) : writeZipTo(path, torchRecords(spec), spec);
 }
 
 /** CRC-32 as zip uses it; node:zlib has it from Node 20.15, a table covers older releases. */
@@ -160,22 +160,46 @@ function tableCrc32(data: Uint8Array, value: number): number {
   return ~c >>> 0;
 }
 
+/** Where the zip writer puts bytes, front to back (a file, or the executor's hashed output file). */
+export interface ZipSink {
+  /** `checksum`: the id of a `crc32` computation this block feeds. */
+  append(data: Uint8Array, checksum?: number): Promise<void>;
+  /** CRC-32 done elsewhere (worker threads, in append order): a record's value is asked after its last block. */
+  crc32?: { start(): number; value(id: number): Promise<number> };
+}
+
 /**
- * Writes stored records front to back. Memory holds one data block at a time (plus headers); a record whose data
- * is longer or shorter than its declared size is an error, since every offset was fixed from the sizes.
- * On failure the partial file is removed.
+ * Writes stored records front to back to a new file. Memory holds one data block at a time (plus headers); a
+ * record whose data is longer or shorter than its declared size is an error, since every offset was fixed from the
+ * sizes. On failure the partial file is removed.
  */
 export async function writeZip(path: string, records: readonly ZipRecord[], options: ZipOptions = {}): Promise<number> {
   const handle = await open(path, "wx");
+  let written: number;
   try {
-    const written = await writeZipAt(handle, 0, records, options, path);
-    await handle.close();
-    return written;
+    written = await writeZipTo(fileSink(handle, 0), records, options, path);
   } catch (e) {
     await handle.close().catch(() => undefined);
     await rm(path, { force: true });
     throw e;
   }
+  await handle.close();
+  return written;
+}
+
+/** A sink writing positionally into an open file from byte `base` on. */
+function fileSink(handle: FileHandle, base: number): ZipSink {
+  let pos = base;
+  return {
+    async append(b) {
+      let off = 0;
+      while (off < b.byteLength) {
+        const { bytesWritten } = await handle.write(b, off, b.byteLength - off, pos);
+        off += bytesWritten;
+        pos += bytesWritten;
+      }
+    },
+  };
 }
 
 /**
@@ -183,44 +207,41 @@ export async function writeZip(path: string, records: readonly ZipRecord[], opti
  * start, as for a standalone file): PyTorch DCP embeds one such archive per tensor chunk in its data files.
  * Returns the archive's size; the caller owns the handle and cleans up on failure.
  */
-export async function writeZipAt(
-  handle: FileHandle,
-  base: number,
-  records: readonly ZipRecord[],
-  options: ZipOptions = {},
-  path = "<zip>",
-): Promise<number> {
+export function writeZipAt(handle: FileHandle, base: number, records: readonly ZipRecord[], options: ZipOptions = {}, path = "<zip>"): Promise<number> {
+  return writeZipTo(fileSink(handle, base), records, options, path);
+}
+
+/** writeZip into a sink; returns the bytes appended. `name` labels errors. */
+export async function writeZipTo(sink: ZipSink, records: readonly ZipRecord[], options: ZipOptions = {}, name = "<zip>"): Promise<number> {
   const layout = zipLayout(records, options);
   let pos = 0;
-  const write = async (b: Uint8Array) => {
-    let off = 0;
-    while (off < b.byteLength) {
-      const { bytesWritten } = await handle.write(b, off, b.byteLength - off, base + pos);
-      off += bytesWritten;
-      pos += bytesWritten;
-    }
+  const write = async (b: Uint8Array, checksum?: number) => {
+    pos += b.byteLength;
+    await sink.append(b, checksum);
   };
   const crcs: number[] = [];
   for (const [i, r] of layout.records.entries()) {
     await write(localHeader(r));
     let crc = 0;
     let n = 0;
+    const id = sink.crc32?.start();
     const data = (records[i] as ZipRecord).data;
     for await (const block of data instanceof Uint8Array ? [data] : data) {
       n += block.byteLength;
       if (n > r.bytes) break;
-      crc = crc32(block, crc);
-      await write(block);
+      if (id === undefined) crc = crc32(block, crc);
+      await write(block, id);
     }
     if (n !== r.bytes) {
-      throw new MegahubError("OUTPUT", `record ${r.name}: data has ${n > r.bytes ? "more than" : "only"} ${n} bytes, planned ${r.bytes}`, { file: path });
+      throw new MegahubError("OUTPUT", `record ${r.name}: data has ${n > r.bytes ? "more than" : "only"} ${n} bytes, planned ${r.bytes}`, { file: name });
     }
+    if (id !== undefined && sink.crc32) crc = await sink.crc32.value(id);
     crcs.push(crc);
     await write(descriptor(r, crc));
   }
   await write(centralDirectory(layout, crcs, options.forceZip64 ?? false));
   if (pos !== layout.totalBytes) {
-    throw new MegahubError("OUTPUT", `wrote ${pos} bytes, laid out ${layout.totalBytes}`, { file: path });
+    throw new MegahubError("OUTPUT", `wrote ${pos} bytes, laid out ${layout.totalBytes}`, { file: name });
   }
   return pos;
 }

@@ -9,7 +9,7 @@ import { GPT_PARAMS } from "../../models/gpt/spec.js";
 import { megatronMcoreModel, type McoreModel } from "../../models/mcore-global.js";
 import type { ExecuteResult } from "../../plan/execute.js";
 import { summarizePlan, type Plan, type PlanSummary } from "../../plan/plan.js";
-import { runPlan } from "../../plan/run.js";
+import { runPlan, type RunControl } from "../../plan/run.js";
 import type { Dtype } from "../../tensors/dtypes.js";
 import { planHfTokenizer } from "../../tokenizers/hf-tokenizer.js";
 import { planMcoreHfFiles, type McoreHfPlan } from "./hf-plan.js";
@@ -20,6 +20,8 @@ export interface McoreJobCommon {
   readonly out: string;
   readonly dryRun?: boolean | undefined;
   readonly onProgress?: ((done: number, total: number) => void) | undefined;
+  /** Whole run, one part of a split, its finalize step, or local workers (see plan/run.ts). */
+  readonly control?: RunControl | undefined;
 }
 
 export interface McoreParallel {
@@ -46,6 +48,7 @@ async function run(plan: Plan, job: McoreJobCommon, step: string, source: { form
   const parameters = countModelParams(GPT_PARAMS, { ...m.dims, vocab }, m.features);
   return runPlan(plan, job.out, {
     ...(job.onProgress ? { onProgress: job.onProgress } : {}),
+    ...(job.control ? { control: job.control } : {}),
     architecture: "gpt",
     step: { step, source: { path: resolve(job.input), ...source }, settings, notes: [...plan.notes] },
     sourceDir: job.input,

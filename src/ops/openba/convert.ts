@@ -2,7 +2,7 @@ import { resolve } from "node:path";
 import { openMegatron } from "../../formats/megatron/read.js";
 import { safetensorsHeader } from "../../formats/safetensors/write.js";
 import type { ExecuteResult } from "../../plan/execute.js";
-import { runPlan } from "../../plan/run.js";
+import { runPlan, type RunControl } from "../../plan/run.js";
 import { summarizePlan, type PlanSummary } from "../../plan/plan.js";
 import { planMegatronToHf, type ConvertOptions, type ConvertPlan } from "./megatron-to-hf.js";
 
@@ -12,6 +12,8 @@ export interface ConvertJob extends ConvertOptions {
   iteration?: number;
   dryRun?: boolean;
   onProgress?: (done: number, total: number) => void;
+  /** Whole, one part of a split, finalize, or local workers (see plan/run.ts). */
+  control?: RunControl;
 }
 
 export interface ConvertResult {
@@ -42,6 +44,7 @@ export async function convertMegatronToHf(job: ConvertJob): Promise<ConvertResul
     }
     const execution = await runPlan(plan, job.out, {
       ...(job.onProgress ? { onProgress: job.onProgress } : {}),
+      ...(job.control ? { control: job.control } : {}),
       step: {
         step: "convert",
         source: { path: source.path, format: "megatron", iteration: source.iteration, tp: source.tp, pp: source.pp, dtype: planned.dtypes.join(",") },

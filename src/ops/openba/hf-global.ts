@@ -4,7 +4,7 @@ import { MegahubError } from "../../errors.js";
 import { FileSource } from "../../io/byte-source.js";
 import { OPENBA, OPENBA_GLOBAL_PARAMS, OPENBA_LAYER_PARAMS } from "../../models/openba/spec.js";
 import type { Stack } from "../../models/openba/types.js";
-import { blocks } from "../../plan/execute.js";
+import { blocks, DEFAULT_BLOCK_BYTES } from "../../plan/execute.js";
 import { readTensor, select, type Recipe } from "../../plan/recipe.js";
 import { castBytes } from "../../tensors/cast.js";
 import { megatronKey, type GlobalModel } from "./global-model.js";
@@ -60,8 +60,8 @@ async function checkTiedHead(head: Recipe, emb: Recipe, dir: string): Promise<vo
     throw new MegahubError("MODEL", `lm_head.weight ${head.dtype}[${head.shape}] differs from shared_embedding.weight ${emb.dtype}[${emb.shape}]`, { file: dir });
   }
   const stats = { overflows: 0 };
-  const a = blocks(head, 16 << 20, stats);
-  const b = blocks(emb, 16 << 20, stats);
+  const a = blocks(head, DEFAULT_BLOCK_BYTES, stats);
+  const b = blocks(emb, DEFAULT_BLOCK_BYTES, stats);
   let maxDiff = 0;
   let differing = 0;
   for (;;) {

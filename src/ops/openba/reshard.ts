@@ -6,7 +6,7 @@ import { countParams } from "../../models/openba/dims.js";
 import { OPENBA_SPECIAL } from "../../models/openba/spec.js";
 import type { ExecuteResult } from "../../plan/execute.js";
 import { summarizePlan, type PlanSummary } from "../../plan/plan.js";
-import { runPlan } from "../../plan/run.js";
+import { runPlan, type RunControl } from "../../plan/run.js";
 import { megatronGlobalModel } from "./global-model.js";
 import { planMegatronFiles } from "./megatron-write.js";
 import { planTokenizerFiles } from "../../models/openba/tokenizer.js";
@@ -24,6 +24,8 @@ export interface ReshardJob {
   /** Carry pickle globals that are not on megahub's allow-list (off: dropped with a notice). */
   keepUnknownGlobals?: boolean;
   onProgress?: (done: number, total: number) => void;
+  /** Whole, one part of a split, finalize, or local workers (see plan/run.ts). */
+  control?: RunControl;
 }
 
 export interface ReshardResult {
@@ -78,6 +80,7 @@ export async function reshardMegatron(job: ReshardJob): Promise<ReshardResult> {
     if (job.dryRun) return base;
     const execution = await runPlan(plan, job.out, {
       ...(job.onProgress ? { onProgress: job.onProgress } : {}),
+      ...(job.control ? { control: job.control } : {}),
       step: {
         step: "reshard",
         source: { path: source.path, format: "megatron", iteration: source.iteration, tp: source.tp, pp: 1 },

@@ -4,7 +4,7 @@ import { PyGlobal, type PyValue } from "../../formats/torch/values.js";
 import { countParams } from "../../models/openba/dims.js";
 import type { ExecuteResult } from "../../plan/execute.js";
 import { summarizePlan, type PlanSummary } from "../../plan/plan.js";
-import { runPlan } from "../../plan/run.js";
+import { runPlan, type RunControl } from "../../plan/run.js";
 import { DTYPES } from "../../tensors/dtypes.js";
 import { openHfModel } from "./hf-global.js";
 import { planMegatronFiles } from "./megatron-write.js";
@@ -18,6 +18,8 @@ export interface ToMegatronJob {
   trueVocab?: number;
   dryRun?: boolean;
   onProgress?: (done: number, total: number) => void;
+  /** Whole, one part of a split, finalize, or local workers (see plan/run.ts). */
+  control?: RunControl;
 }
 
 export interface ToMegatronResult {
@@ -82,6 +84,7 @@ export async function hfToMegatron(job: ToMegatronJob): Promise<ToMegatronResult
     if (job.dryRun) return base;
     const execution = await runPlan(written.plan, job.out, {
       ...(job.onProgress ? { onProgress: job.onProgress } : {}),
+      ...(job.control ? { control: job.control } : {}),
       step: {
         step: "to-megatron",
         source: { path: resolve(job.input), format: "hf-safetensors", dtype },

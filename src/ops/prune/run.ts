@@ -5,7 +5,7 @@ import { countParams, type OpenbaDims, type ParamCounts } from "../../models/ope
 import type { ExecuteResult } from "../../plan/execute.js";
 import type { LineageStep } from "../../plan/manifest.js";
 import { summarizePlan, type Plan, type PlanSummary } from "../../plan/plan.js";
-import { runPlan } from "../../plan/run.js";
+import { runPlan, type RunControl } from "../../plan/run.js";
 import type { GlobalModel } from "../openba/global-model.js";
 import { openModel, type ModelSource } from "../openba/open-model.js";
 import { planMegatronFiles } from "../openba/megatron-write.js";
@@ -44,6 +44,8 @@ export interface PruneJob extends PruneTarget {
   divisibleBy?: number;
   maxShardBytes?: number;
   dtype?: DtypeOption;
+  /** Whole, one part of a split, finalize, or local workers (see plan/run.ts). */
+  control?: RunControl;
   /** Plan only: no weight is read (magnitude masks are stand-ins with the right counts) and nothing is written. */
   dryRun?: boolean;
   /** Megatron output: carry pickle globals that are not on megahub's allow-list (off: dropped with a notice). */
@@ -141,6 +143,7 @@ export async function pruneCheckpoint(job: PruneJob): Promise<PruneResult> {
     };
     const execution = await runPlan(plan, job.out, {
       ...(job.onProgress ? { onProgress: (d: number, t: number) => job.onProgress?.("prune", d, t) } : {}),
+      ...(job.control ? { control: job.control } : {}),
       step,
       sourceDir: job.input,
       model: { ...outDims },

@@ -9,7 +9,7 @@ import { countParams } from "../../models/openba/dims.js";
 import { paddedVocab } from "../../models/vocab-padding.js";
 import type { ExecuteResult } from "../../plan/execute.js";
 import { summarizePlan, type Plan, type PlannedFile, type PlanSummary } from "../../plan/plan.js";
-import { runPlan } from "../../plan/run.js";
+import { runPlan, type RunControl } from "../../plan/run.js";
 import { resolveChatTemplate } from "../../tokenizers/chat-template.js";
 import type { GlobalModel } from "../openba/global-model.js";
 import { openModel, type ModelSource } from "../openba/open-model.js";
@@ -62,6 +62,8 @@ export interface PruneVocabJob {
   /** Megatron output: carry pickle globals that are not on megahub's allow-list (off: dropped with a notice). */
   keepUnknownGlobals?: boolean;
   onProgress?: (label: "count" | "prune-vocab", done: number, total: number) => void;
+  /** Whole, one part of a split, finalize, or local workers (see plan/run.ts). */
+  control?: RunControl;
 }
 
 /** What a prune-vocab run planned (and, unless a dry run, wrote). */
@@ -161,6 +163,7 @@ export async function pruneVocab(job: PruneVocabJob): Promise<PruneVocabResult> 
     }
     const execution = await runPlan(plan, job.out, {
       ...(job.onProgress ? { onProgress: (d: number, t: number) => job.onProgress?.("prune-vocab", d, t) } : {}),
+      ...(job.control ? { control: job.control } : {}),
       step: {
         step: "prune-vocab",
         source: { path: src.info.path, format: src.info.format === "hf" ? "hf-safetensors" : "megatron", ...(src.info.iteration === undefined ? {} : { iteration: src.info.iteration }), ...(src.info.tp === undefined ? {} : { tp: src.info.tp }) },
