@@ -193,7 +193,7 @@ describe("corrupt DCP checkpoints give one typed error", () => {
     ["a path leaving the directory", "i = list(md.storage_data.values())[0]; i.relative_path = '../escape.distcp'", "FORMAT", /not a file name inside the checkpoint/],
     ["a hostile global (os.system)", "class H:\n    def __reduce__(self):\n        return (os.system, ('echo pwned',))\nmd.planner_data = H()", "FORMAT", /code-running global (posix|os)\.system/],
     ["a hostile global (builtins.eval)", "class H:\n    def __reduce__(self):\n        return (eval, ('1+1',))\nmd.all_local_plans = [H()]", "FORMAT", /code-running global builtins\.eval/],
-    ["an unknown storage class", "class Odd:\n    pass\nmd.storage_data = Odd()", "UNSUPPORTED", /storage_data is a __main__\.Odd object/],
+    ["an unknown storage class", "class Odd:\n    pass\nmd.storage_data = Odd()", "FORMAT", /names code-running global __main__\.Odd/],
     ["a wrong dtype in one chunk", "md.state_dict_metadata['decoder.final_layernorm.weight'].properties.dtype = torch.float32", "FORMAT", /chunk holds a \[16\] F16 tensor, \.metadata says \[16\] F32|fewer than its/],
   ];
   // One reference run writes every edited copy (each python start costs seconds).

@@ -8,7 +8,7 @@ import { MegahubError } from "../../errors.js";
 import { DTYPES, type Dtype } from "../../tensors/dtypes.js";
 import { pickleValue } from "../torch/pickle-write.js";
 import { PyCall, PyDict, PyGlobal, PyList, PyTuple, type PyValue } from "../torch/values.js";
-import type { DcpChunk, DcpStorageInfo } from "./metadata.js";
+import { DCP_GLOBALS, type DcpChunk, type DcpStorageInfo } from "./metadata.js";
 
 const M = "torch.distributed.checkpoint.metadata";
 const cls = (module: string, name: string) => new PyGlobal(module, name);
@@ -136,5 +136,5 @@ export function dcpMetadataBytes(items: readonly (MetadataTensor | MetadataBytes
     ["storage_meta", null],
     ["version", DCP_VERSION],
   ]);
-  return pickleValue(root);
+  return pickleValue(root, { allowGlobals: DCP_GLOBALS });
 }

@@ -131,8 +131,10 @@ export function parseDcpMetadata(bytes: Uint8Array, file: string): DcpMetadata {
   }
   const { value, globals } = unpickle(bytes, file);
   const report = classifyGlobals(globals);
-  if (report.dangerous.length > 0) {
-    throw formatError(`names code-running global ${report.dangerous.join(", ")}; a DCP .metadata holds only data classes, refusing it`, { file });
+  // DCP's own data classes are vetted here (interpreted field by field, never called); anything else unvetted is refused.
+  const dangerous = report.dangerous.filter((g) => !DCP_GLOBALS.has(g));
+  if (dangerous.length > 0) {
+    throw formatError(`names code-running global ${dangerous.join(", ")}; a DCP .metadata holds only data classes, refusing it`, { file });
   }
   const unknownGlobals = globals.filter((g) => !DCP_GLOBALS.has(g) && report.unknown.includes(g));
   const p = new Parser(file);

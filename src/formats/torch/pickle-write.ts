@@ -21,6 +21,8 @@ export interface PickleOptions {
    * import and may call them, so callers strip them first (sanitize.ts) and this refuses any that slipped through.
    */
   keepUnknownGlobals?: boolean;
+  /** Further globals the caller vets for this file (PyTorch DCP's metadata data classes in a `.metadata`). */
+  allowGlobals?: ReadonlySet<string>;
 }
 
 /** CPython batches APPENDS/SETITEMS in runs of this many items (pickle.py `_BATCHSIZE`). */
@@ -195,7 +197,7 @@ export function pickleValue(root: PyValue, options: PickleOptions = {}): Uint8Ar
     strMemo.set(s, put());
   };
   const global = (g: PyGlobal): void => {
-    if (!options.keepUnknownGlobals && !isSafeGlobal(g.qualified)) {
+    if (!options.keepUnknownGlobals && !isSafeGlobal(g.qualified) && !options.allowGlobals?.has(g.qualified)) {
       fail(`global ${g.qualified} is not on megahub's allow-list; torch.load would import it (drop it, or pass keepUnknownGlobals)`);
     }
     const module = PY2_MODULES[g.module] ?? g.module;
@@ -354,7 +356,8 @@ export function pickleValue(root: PyValue, options: PickleOptions = {}): Uint8Ar
     }
     if (v instanceof TorchTensor) return tensor(v);
     if (v instanceof PyCall) {
-      const problem = options.keepUnknownGlobals ? undefined : callProblem(v);
+      const found = options.keepUnknownGlobals ? undefined : callProblem(v);
+      const problem = found !== undefined && options.allowGlobals?.has(found) ? undefined : found;
       if (problem !== undefined) fail(`a call to ${problem} is not on megahub's allow-list; torch.load would run it`);
       reduce(v, v.callable, v.args, v.kind);
       if (v.listItems.length > 0) appends(v.listItems);
