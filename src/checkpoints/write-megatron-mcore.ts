@@ -4,9 +4,10 @@ import { iterationDirName, rankDirName } from "../formats/megatron/discover.js";
 import { argNumber } from "../formats/megatron/read.js";
 import { newTensor, torchFileForPlan, type PlannedTorchTensor } from "../formats/torch/save.js";
 import { PyCall, PyDict, PyFloat, PyGlobal, PyTuple, type PyValue } from "../formats/torch/values.js";
-import { expand, type ExpandedParam, type ParamRule } from "../models/arch.js";
+import { expand, nameAt, type ExpandedParam, type ParamRule } from "../models/arch.js";
 import type { McoreModel } from "../models/mcore-global.js";
 import { GPT_EXTRA_STATE } from "../models/gpt/spec.js";
+import { moeLayerExtraState } from "../models/moe/spec.js";
 import { splitTp } from "../models/parallel.js";
 import type { Plan, PlannedFile } from "../plan/plan.js";
 import type { Recipe } from "../plan/recipe.js";
@@ -17,6 +18,8 @@ export interface McoreWriteOptions {
   readonly pp: number;
   /** Virtual pipeline chunks per stage (model0 … model{vpp-1}); 1 writes a plain `model`. */
   readonly vpp: number;
+  /** Expert parallelism (MoE models): EP rank e holds global experts e·E/EP … in mp_rank_TT[_PPP]_EEE. */
+  readonly ep?: number | undefined;
   readonly iteration: number | "release";
   readonly divisibleBy?: number | undefined;
   readonly trueVocab?: number | undefined;
@@ -41,10 +44,12 @@ export interface McoreWritePlan {
 export function planMcoreMegatronFiles(m: McoreModel, rules: readonly ParamRule[], o: McoreWriteOptions): McoreWritePlan {
   const d = m.dims;
   const problems = checkLayout(m, o);
-  if (problems.length > 0) throw new MegahubError("USAGE", `TP ${o.tp} × PP ${o.pp}${o.vpp > 1 ? ` × VPP ${o.vpp}` : ""} does not fit: ${problems.join("; ")}`);
+  if (problems.length > 0) throw new MegahubError("USAGE", `TP ${o.tp} × PP ${o.pp}${o.vpp > 1 ? ` × VPP ${o.vpp}` : ""}${(o.ep ?? 1) > 1 ? ` × EP ${o.ep}` : ""} does not fit: ${problems.join("; ")}`);
   const divisibleBy = o.divisibleBy ?? argNumber(m.args, "make_vocab_size_divisible_by") ?? DEFAULT_DIVISIBLE_BY;
   const vocab = vocabPlan(d.vocab, divisibleBy, o.tp, o.trueVocab ?? m.trueVocab);
-  const params = expand(rules, { ...d, vocab: vocab.padded }, m.features, m.flavour);
+  const params = expand(rules, { ...d, vocab: vocab.padded }, m.features, m.flavour, m.moe?.layout);
+  const ep = o.ep ?? 1;
+  const perRank = d.moe ? d.moe.experts / ep : 0;
   const recipeOf = (p: ExpandedParam): Recipe => {
     const r = m.tensors.get(p.name);
     if (!r) throw new MegahubError("MODEL", "missing from the model", { tensor: p.name });
@@ -60,50 +65,59 @@ export function planMcoreMegatronFiles(m: McoreModel, rules: readonly ParamRule[
     virtual_pipeline_model_parallel_size: o.vpp > 1 ? o.vpp : null,
     num_layers_per_virtual_pipeline_stage: o.vpp > 1 ? perChunk : null,
     ...(o.trueVocab ?? m.trueVocab ? { vocab_size: (o.trueVocab ?? m.trueVocab) as number } : {}),
+    ...(d.moe ? { expert_model_parallel_size: ep, expert_tensor_parallel_size: o.tp } : {}),
   });
   const dir = iterationDirName(o.iteration);
   const files: PlannedFile[] = [];
   const embedding = params.find((p) => p.name === "embedding.word_embeddings.weight") as ExpandedParam;
   for (let pp = 0; pp < o.pp; pp++) {
-    for (let tp = 0; tp < o.tp; tp++) {
-      const planned: PlannedTorchTensor[] = [];
-      const tensorFor = (p: ExpandedParam, written: string): PyValue => {
-        const recipe = splitTp(p.rule.tp, recipeOf(p), tp, o.tp, p.name);
-        const tensor = newTensor(recipe.dtype, recipe.shape, String(planned.length));
-        planned.push({ name: `${rankDirName(tp, o.pp > 1 ? pp : undefined)}:${written}`, tensor, recipe });
-        return tensor;
-      };
-      const chunks: [string, PyValue][] = [];
-      for (let v = 0; v < o.vpp; v++) {
-        const first = pp === 0 && v === 0;
-        const last = pp === o.pp - 1 && v === o.vpp - 1;
-        const start = (v * o.pp + pp) * perChunk;
-        const state = new PyDict([], true);
-        const extra = (module: string) => state.set(`${module}._extra_state`, null);
-        for (const p of params) {
-          const local = p.layer === undefined ? undefined : p.layer - start;
-          if (local !== undefined && (local < 0 || local >= perChunk)) continue;
-          if (local === undefined && (p.name.startsWith("embedding.") ? !first : !last)) continue;
-          const written = local === undefined ? p.written : p.written.replace(/^decoder\.layers\.\d+\./, `decoder.layers.${local}.`);
-          state.set(written, tensorFor(p, written));
+    for (let e = 0; e < ep; e++) {
+      for (let tp = 0; tp < o.tp; tp++) {
+        const rankDir = rankDirName(tp, o.pp > 1 ? pp : undefined, ep > 1 ? e : undefined);
+        const planned: PlannedTorchTensor[] = [];
+        const tensorFor = (p: ExpandedParam, written: string): PyValue => {
+          const recipe = splitTp(p.rule.tp, recipeOf(p), tp, o.tp, p.name);
+          const tensor = newTensor(recipe.dtype, recipe.shape, String(planned.length));
+          planned.push({ name: `${rankDir}:${written}`, tensor, recipe });
+          return tensor;
+        };
+        const chunks: [string, PyValue][] = [];
+        for (let v = 0; v < o.vpp; v++) {
+          const first = pp === 0 && v === 0;
+          const last = pp === o.pp - 1 && v === o.vpp - 1;
+          const start = (v * o.pp + pp) * perChunk;
+          const state = new PyDict([], true);
+          const extra = (module: string) => state.set(`${module}._extra_state`, null);
+          for (const p of params) {
+            const local = p.layer === undefined ? undefined : p.layer - start;
+            if (local !== undefined && (local < 0 || local >= perChunk)) continue;
+            if (local === undefined && (p.name.startsWith("embedding.") ? !first : !last)) continue;
+            // an expert lives on one EP rank, under its local index there
+            if (p.expert !== undefined && Math.floor(p.expert / perRank) !== e) continue;
+            const written = local === undefined ? p.written : nameAt(p.pattern, local, p.expert === undefined ? undefined : p.expert - e * perRank);
+            state.set(written, tensorFor(p, written));
+          }
+          // Megatron keeps the tied head's weight on the last stage of a PP > 1 run, filled from the embedding.
+          if (last && !m.features.untied && o.pp > 1) state.set("output_layer.weight", tensorFor(embedding, "output_layer.weight"));
+          for (let i = 0; i < perChunk; i++) {
+            const mods = d.moe?.layers[start + i]
+              ? moeLayerExtraState(m.moe?.layout ?? "sequential", m.flavour, perRank, d.moe.sharedFfn > 0)
+              : [...GPT_EXTRA_STATE.layer, ...(m.flavour === "te" ? GPT_EXTRA_STATE.teLayer : [])];
+            for (const mod of mods) extra(`decoder.layers.${i}.${mod}`);
+          }
+          if (last) GPT_EXTRA_STATE.global.forEach(extra);
+          chunks.push([o.vpp > 1 ? `model${v}` : "model", state]);
         }
-        // Megatron keeps the tied head's weight on the last stage of a PP > 1 run, filled from the embedding.
-        if (last && !m.features.untied && o.pp > 1) state.set("output_layer.weight", tensorFor(embedding, "output_layer.weight"));
-        for (let i = 0; i < perChunk; i++) {
-          for (const mod of [...GPT_EXTRA_STATE.layer, ...(m.flavour === "te" ? GPT_EXTRA_STATE.teLayer : [])]) extra(`decoder.layers.${i}.${mod}`);
-        }
-        if (last) GPT_EXTRA_STATE.global.forEach(extra);
-        chunks.push([o.vpp > 1 ? `model${v}` : "model", state]);
+        const root = new PyDict([
+          ["args", args],
+          ["checkpoint_version", new PyFloat(3.0)],
+          ["iteration", o.iteration === "release" ? 0 : o.iteration],
+          ...chunks,
+          ...[...(o.keep ?? new Map<string, PyValue>())].map(([k, v]) => [k, v] as [PyValue, PyValue]),
+        ]);
+        const path = `${dir}/${rankDir}/model_optim_rng.pt`;
+        files.push(torchFileForPlan(path, root, planned, { renumber: true }));
       }
-      const root = new PyDict([
-        ["args", args],
-        ["checkpoint_version", new PyFloat(3.0)],
-        ["iteration", o.iteration === "release" ? 0 : o.iteration],
-        ...chunks,
-        ...[...(o.keep ?? new Map<string, PyValue>())].map(([k, v]) => [k, v] as [PyValue, PyValue]),
-      ]);
-      const path = `${dir}/${rankDirName(tp, o.pp > 1 ? pp : undefined)}/model_optim_rng.pt`;
-      files.push(torchFileForPlan(path, root, planned, { renumber: true }));
     }
   }
   files.push({ kind: "text", path: "latest_checkpointed_iteration.txt", content: String(o.iteration) });
@@ -115,15 +129,20 @@ export function planMcoreMegatronFiles(m: McoreModel, rules: readonly ParamRule[
 function checkLayout(m: McoreModel, o: McoreWriteOptions): string[] {
   const d = m.dims;
   const p: string[] = [];
-  for (const [name, v] of [["--tp", o.tp], ["--pp", o.pp], ["--vpp", o.vpp]] as const) {
+  const ep = o.ep ?? 1;
+  for (const [name, v] of [["--tp", o.tp], ["--pp", o.pp], ["--vpp", o.vpp], ["--ep", ep]] as const) {
     if (!Number.isInteger(v) || v < 1) p.push(`${name} must be a positive integer, got ${v}`);
   }
   if (p.length > 0) return p;
   if (d.heads % o.tp !== 0) p.push(`TP ${o.tp} does not divide the ${d.heads} attention heads`);
   if (d.kvHeads % o.tp !== 0 && o.tp % d.kvHeads !== 0) p.push(`TP ${o.tp} and the ${d.kvHeads} query groups do not divide one another`);
-  if (d.ffn % o.tp !== 0) p.push(`TP ${o.tp} does not divide the FFN width ${d.ffn}`);
+  if ((!d.moe || d.moe.layers.includes(false)) && d.ffn % o.tp !== 0) p.push(`TP ${o.tp} does not divide the FFN width ${d.ffn}`);
   if (d.layers % (o.pp * o.vpp) !== 0) p.push(`PP ${o.pp} × VPP ${o.vpp} does not divide the ${d.layers} layers`);
   if (o.vpp > 1 && o.pp === 1) p.push("virtual pipeline chunks need PP > 1");
+  if (ep > 1 && !d.moe) p.push("expert parallelism needs a mixture-of-experts model");
+  if (d.moe && d.moe.experts % ep !== 0) p.push(`EP ${ep} does not divide the ${d.moe.experts} experts`);
+  if (d.moe && d.moe.ffn % o.tp !== 0) p.push(`TP ${o.tp} (= expert TP) does not divide the experts' FFN width ${d.moe.ffn}`);
+  if (d.moe && d.moe.sharedFfn % o.tp !== 0) p.push(`TP ${o.tp} does not divide the shared experts' FFN width ${d.moe.sharedFfn}`);
   return p;
 }
 

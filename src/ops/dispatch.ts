@@ -7,7 +7,7 @@ import { reshardMegatron, type ReshardJob, type ReshardResult } from "../convert
 import { hfToMegatron, type ToMegatronJob, type ToMegatronResult } from "../converters/to-megatron.js";
 import { MegahubError } from "../errors.js";
 import { openMegatron, type MegatronCheckpoint } from "../formats/megatron/read.js";
-import type { HfArch } from "../models/gpt/hf-config.js";
+import type { AnyHfArch } from "../models/moe/hf-config.js";
 import { detectArch, megatronArchOf, type ArchId } from "../models/registry.js";
 import { convertMcoreToHf, hfGptToMegatron, reshardMcore, type McoreJobResult, type McoreMegatronResult } from "./mcore/jobs.js";
 
@@ -26,7 +26,7 @@ async function withCheckpoint<T>(input: string, iteration: number | undefined, f
 
 export interface AnyConvertJob extends ConvertJob {
   trueVocab?: number;
-  hfArch?: HfArch;
+  hfArch?: AnyHfArch;
 }
 
 export type AnyConvertResult =
