@@ -5,14 +5,16 @@ import { FileSource } from "../../io/byte-source.js";
 import type { Features } from "../../models/arch.js";
 import { detectGptDims } from "../../models/gpt/dims.js";
 import { hyperFromConfig, isHfArch, type GptHyper, type HfArch } from "../../models/gpt/hf-config.js";
+import { isMoeHfArch, type MoeHfArch } from "../../models/moe/hf-config.js";
 import { gptFromHfTensors } from "../../models/gpt/hf-tensors.js";
-import { GPT_PARAMS } from "../../models/gpt/spec.js";
 import { checkShapes, type McoreModel } from "../../models/mcore-global.js";
+import { detectHfMoe } from "../../models/moe/hf-detect.js";
+import { MCORE_PARAMS } from "../../models/moe/spec.js";
 
 export interface OpenedHfGpt {
   readonly model: McoreModel;
   readonly hyper: GptHyper;
-  readonly hfArch: HfArch | undefined;
+  readonly hfArch: HfArch | MoeHfArch | undefined;
   readonly config: Readonly<Record<string, unknown>>;
   close(): Promise<void>;
 }
@@ -28,7 +30,7 @@ export async function openHfGpt(dir: string, hf?: HfDir): Promise<OpenedHfGpt> {
   try {
     for (const f of opened.files) sources.set(f, await FileSource.open(join(dir, f)));
     const modelType = typeof config.model_type === "string" ? config.model_type : undefined;
-    const hfArch = modelType && isHfArch(modelType) ? modelType : undefined;
+    const hfArch = modelType && (isHfArch(modelType) || isMoeHfArch(modelType)) ? modelType : undefined;
     const tied = config.tie_word_embeddings === true || (config.tie_word_embeddings === undefined && !refs.has("lm_head.weight"));
     const qkvBias = refs.has("model.layers.0.self_attn.q_proj.bias");
     const features: Features = {
@@ -42,6 +44,8 @@ export async function openHfGpt(dir: string, hf?: HfDir): Promise<OpenedHfGpt> {
     if (tied) usable.delete("lm_head.weight"); // some saves keep the tied copy; the embedding is the weight
     const layers = new Set([...refs.keys()].map((n) => /^model\.layers\.(\d+)\./.exec(n)?.[1]).filter((x) => x !== undefined)).size;
     const shapeOf = (name: string) => refs.get(name)?.shape;
+    const moe = detectHfMoe(shapeOf, config, layers, dir);
+    const dense = moe ? moe.dims.layers.indexOf(false) : 0;
     const q = shapeOf("model.layers.0.self_attn.q_proj.weight");
     const k = shapeOf("model.layers.0.self_attn.k_proj.weight");
     const v = shapeOf("model.layers.0.self_attn.v_proj.weight");
@@ -56,7 +60,9 @@ export async function openHfGpt(dir: string, hf?: HfDir): Promise<OpenedHfGpt> {
         case "decoder.layers.0.self_attention.linear_proj.weight":
           return shapeOf("model.layers.0.self_attn.o_proj.weight");
         case "decoder.layers.0.mlp.linear_fc2.weight":
-          return shapeOf("model.layers.0.mlp.down_proj.weight") ?? (gate ? [gate[1] as number, gate[0] as number] : undefined);
+          // an MoE model's dense width: its first dense layer's, else config.json's (every layer sparse)
+          if (dense < 0) return emb && moe ? [emb[1] as number, moe.denseFfn ?? moe.dims.ffn] : undefined;
+          return shapeOf(`model.layers.${dense}.mlp.down_proj.weight`) ?? (gate ? [gate[1] as number, gate[0] as number] : undefined);
         case "decoder.layers.0.self_attention.q_layernorm.weight":
           return shapeOf("model.layers.0.self_attn.q_norm.weight");
         default:
@@ -74,10 +80,13 @@ export async function openHfGpt(dir: string, hf?: HfDir): Promise<OpenedHfGpt> {
     if (int(config, "num_hidden_layers") !== undefined && int(config, "num_hidden_layers") !== layers) {
       throw new MegahubError("MODEL", `config.json says ${String(config.num_hidden_layers)} layers, the tensors hold ${layers}`, { file: dir });
     }
-    const tensors = gptFromHfTensors(usable, (f) => sources.get(f) as FileSource, dims, features, dir);
-    checkShapes(GPT_PARAMS, tensors, dims, features, dir);
+    const fullDims = moe ? { ...dims, moe: moe.dims } : dims;
+    const fullFeatures: Features = moe ? { ...features, ...moe.features } : features;
+    const tensors = gptFromHfTensors(usable, (f) => sources.get(f) as FileSource, fullDims, fullFeatures, dir, moe?.naming);
+    checkShapes(MCORE_PARAMS, tensors, fullDims, fullFeatures, dir);
     const trueVocab = dims.vocab;
-    const model: McoreModel = { arch: "gpt", dims, features, flavour: "local", tensors, trueVocab, notes: [] };
+    const moeFacts = moe ? { moe: { layout: "sequential" as const, routing: moe.routing } } : {};
+    const model: McoreModel = { arch: "gpt", dims: fullDims, features: fullFeatures, flavour: "local", tensors, trueVocab, ...moeFacts, notes: [] };
     return { model, hyper: hyperFromConfig(config, dir), hfArch, config, close };
   } catch (e) {
     await close();
