@@ -126,7 +126,8 @@ export function moeHfConfig(
     ...(ids.pad === undefined ? {} : { pad_token_id: ids.pad }),
   };
   if (arch === "mixtral") {
-    Object.assign(config, { num_local_experts: moe.experts, sliding_window: h.slidingWindow ?? null, router_jitter_noise: 0 });
+    // router_jitter_noise stays at its default: JSON writes 0.0 as 0 and MixtralConfig wants a float
+    Object.assign(config, { num_local_experts: moe.experts, sliding_window: h.slidingWindow ?? null });
     return config;
   }
   Object.assign(config, {
