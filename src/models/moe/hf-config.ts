@@ -156,7 +156,13 @@ export function sparseLayersOfConfig(c: Readonly<Record<string, unknown>>, layer
   return Array.from({ length: layers }, (_, i) => !only.includes(i) && (i + 1) % step === 0);
 }
 
-/** Megatron-Core 0.17 args of an MoE model (moe_layer_freq as an int when every layer is MoE, else the 0/1 list). */
+/** Megatron's moe_layer_freq: the int f when layer i is MoE exactly when i % f == 0, else the 0/1 list. */
+function layerFreq(layers: readonly boolean[]): PyValue {
+  for (let f = 1; f <= layers.length; f++) if (layers.every((x, i) => x === (i % f === 0))) return f;
+  return new PyList(layers.map((x) => (x ? 1 : 0)));
+}
+
+/** Megatron-Core 0.17 args of an MoE model. */
 export function moeMegatronArgs(d: ModelDims, f: Features, r: MoeRouting, layout: ExpertLayout, parallel: { tp: number; ep: number }): Record<string, PyValue> {
   const moe = d.moe as MoeDims;
   return {
@@ -165,7 +171,7 @@ export function moeMegatronArgs(d: ModelDims, f: Features, r: MoeRouting, layout
     moe_ffn_hidden_size: moe.ffn,
     moe_shared_expert_intermediate_size: moe.sharedFfn > 0 ? moe.sharedFfn : null,
     moe_shared_expert_gate: f.sharedGate === true,
-    moe_layer_freq: moe.layers.every(Boolean) ? 1 : new PyList(moe.layers.map((x) => (x ? 1 : 0))),
+    moe_layer_freq: layerFreq(moe.layers),
     moe_grouped_gemm: layout === "grouped",
     moe_router_pre_softmax: r.preSoftmax,
     moe_router_score_function: r.score,
