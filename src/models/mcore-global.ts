@@ -145,9 +145,11 @@ export function megatronMcoreModel(ckpt: MegatronCheckpoint, rules: readonly Par
       throw new MegahubError("MODEL", `${experts} experts do not split over EP ${epSize}`, { file: first.file, tensor: "mlp.router.weight" });
     }
     const perRank = experts === undefined ? 0 : experts / epSize;
+    const moeLayers = locals.filter((l) => first.tensors.has(`decoder.layers.${l}.mlp.router.weight`));
     for (const [ep, shards] of eps.entries()) {
       const head = shards[0] as MegatronShard;
       if (ep > 0) checkDenseCopy(ckpt, group, shards);
+      checkLocalExperts(head, moeLayers, perRank);
       for (const key of head.tensors.keys()) {
         const hit = resolveKey(key, table, (local) => offset + local, (j) => ep * perRank + j);
         if (!hit || hit.local === undefined) continue;
@@ -195,6 +197,24 @@ export function megatronMcoreModel(ckpt: MegatronCheckpoint, rules: readonly Par
   const trueVocab = argNumber(ckpt.args, "vocab_size");
   const moeFacts = moe ? { moe: { layout: grouped ? ("grouped" as const) : ("sequential" as const), routing: routingFromArgs(ckpt.args) } } : {};
   return { arch: "gpt", dims, features, flavour: te ? "te" : "local", tensors, args: ckpt.args, trueVocab, ...moeFacts, notes };
+}
+
+/** Every MoE layer of an EP rank's file holds local experts 0 … E/EP − 1, each with fc1 and fc2. */
+function checkLocalExperts(shard: MegatronShard, moeLayers: readonly number[], perRank: number): void {
+  const found = new Map<string, number>();
+  for (const key of shard.tensors.keys()) {
+    const ek = expertKey(key);
+    const layer = ek && LAYER_KEY.exec(ek.pattern);
+    if (ek && layer && /linear_fc[12]\.weight/.test(ek.pattern)) found.set(`${layer[1]}/${ek.local}`, (found.get(`${layer[1]}/${ek.local}`) ?? 0) + 1);
+  }
+  for (const l of moeLayers) {
+    const lacking = Array.from({ length: perRank }, (_, j) => j).filter((j) => (found.get(`${l}/${j}`) ?? 0) < 2);
+    if (lacking.length > 0) {
+      throw new MegahubError("MODEL", `EP rank ${shard.ep} lacks local expert${lacking.length > 1 ? "s" : ""} ${lacking.join(", ")} of its ${perRank} in stage-local layer ${l} (global experts ${lacking.map((j) => shard.ep * perRank + j).join(", ")}): fc1 and fc2 expected`, {
+        file: shard.file,
+      });
+    }
+  }
 }
 
 /** One key from every TP rank of one EP rank's shards. */
