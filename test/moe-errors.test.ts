@@ -75,6 +75,28 @@ describe.skipIf(!hasFixture("moe", "mixtral-ep2"))("bad Megatron-Core MoE checkp
     await refused(convertAny({ input: src, out: out() }), /expert_tensor_parallel_size 1 differs from TP 2/);
   });
 
+  it.skipIf(!HAS_TORCH)("expert-bias routing (DeepSeek-V3 style) survives a reshard and is refused by the HF classes", async () => {
+    const src = copyOf("mixtral-ep2");
+    const edit = "for l in (0, 1): m['decoder.layers.%d.mlp.router.expert_bias' % l] = torch.arange(4, dtype=torch.float32) / 7 + l\na.moe_router_enable_expert_bias = True\na.moe_router_score_function = 'sigmoid'";
+    for (const r of ["mp_rank_00_000", "mp_rank_00_001"]) editRank(src, r, edit);
+    await refused(convertAny({ input: src, out: out() }), /cannot be written as MixtralForCausalLM: the sigmoid router score function.*; expert-bias routing \(router\.expert_bias\)/);
+    const one = out();
+    await reshardAny({ input: src, out: one, tp: 1, ep: 1 });
+    const check = runPython(
+      `import sys, glob, torch
+sys.path.insert(0, 'scripts'); import fixturelib; fixturelib.install_megatron_stub()
+sd = torch.load(glob.glob(sys.argv[1] + '/iter_*/mp_rank_00/model_optim_rng.pt')[0], map_location='cpu', weights_only=False)
+b = [sd['model']['decoder.layers.%d.mlp.router.expert_bias' % l] for l in (0, 1)]
+assert all(t.dtype == torch.float32 and torch.equal(t, torch.arange(4, dtype=torch.float32) / 7 + l) for l, t in enumerate(b)), b
+a = sd['args']
+assert a.moe_router_enable_expert_bias is True and a.moe_router_score_function == 'sigmoid' and a.expert_model_parallel_size == 1
+print('ok')`,
+      [one],
+    );
+    expect(check.trim()).toBe("ok");
+    expect(megahub(["inspect", one]).stdout).toMatch(/routing {7}sigmoid scores, top-2 with expert bias/);
+  });
+
   it("an EP that does not divide the experts, or EP on a dense model, is refused", async () => {
     const dir = out();
     await refused(reshardAny({ input: fixture("moe", "mixtral-ep1"), out: dir, tp: 1, ep: 3 }), /EP 3 does not divide the 4 experts/);
