@@ -69,6 +69,12 @@ describe.skipIf(!hasFixture("moe", "mixtral-ep2"))("bad Megatron-Core MoE checkp
     await refused(convertAny({ input: src, out: out() }), /local expert 2 on EP rank 0, but 4 experts over EP 2 give 2 per rank/);
   });
 
+  it.skipIf(!HAS_TORCH)("an unknown expert tensor on EP rank 1 alone is listed, not dropped", async () => {
+    const src = copyOf("mixtral-ep2");
+    editRank(src, "mp_rank_00_001", "m['decoder.layers.0.mlp.experts.local_experts.0.linear_fc1.bias'] = torch.zeros(32)");
+    await refused(convertAny({ input: src, out: out() }), /1 tensor names are not part of Megatron-Core GPT.*decoder\.layers\.N\.mlp\.experts\.local_experts\.0\.linear_fc1\.bias/);
+  });
+
   it.skipIf(!HAS_TORCH)("expert TP other than TP is refused, not misread", async () => {
     const src = copyOf("qwen2moe-tp2-ep2");
     for (const r of ["mp_rank_00_000", "mp_rank_01_000", "mp_rank_00_001", "mp_rank_01_001"]) editRank(src, r, "a.expert_tensor_parallel_size = 1");

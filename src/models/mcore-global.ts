@@ -152,6 +152,8 @@ export function megatronMcoreModel(ckpt: MegatronCheckpoint, rules: readonly Par
       checkLocalExperts(head, moeLayers, perRank);
       for (const key of head.tensors.keys()) {
         const hit = resolveKey(key, table, (local) => offset + local, (j) => ep * perRank + j);
+        // an unknown expert name on EP rank > 0 (EP rank 0's are listed above; dense names were checked against rank 0)
+        if (!hit && expertKey(key) !== undefined && !GPT_IGNORED.some((re) => re.test(key))) unknown.add(key.replace(/^decoder\.layers\.\d+\./, "decoder.layers.N."));
         if (!hit || hit.local === undefined) continue;
         if (hit.local >= perRank) {
           throw new MegahubError("MODEL", `local expert ${hit.local} on EP rank ${ep}, but ${experts ?? 0} experts over EP ${epSize} give ${perRank} per rank`, { file: head.file, tensor: key });
