@@ -54,13 +54,18 @@ describe.skipIf(!hasFixture("moe", "mixtral-ep2"))("bad Megatron-Core MoE checkp
     await refused(convertAny({ input: src, out: out() }), /EP rank 0 lacks local expert 0 of its 2 in stage-local layer 0 \(global experts 0\)/);
   });
 
-  it.skipIf(!HAS_TORCH)("dense weights that differ between EP files are refused with both shapes", async () => {
+  it.skipIf(!HAS_TORCH)("dense weights that differ between EP files are refused: shapes, names, sampled bytes", async () => {
     const src = copyOf("mixtral-ep2");
     editRank(src, "mp_rank_00_001", "k = 'decoder.layers.0.self_attention.linear_proj.weight'\nm[k] = m[k][:, :-1].clone()");
     await refused(convertAny({ input: src, out: out() }), /EP rank 1 holds BF16\[32, 31\], EP rank 0 BF16\[32, 32\]: the dense weights of EP files must agree/);
     const gone = copyOf("mixtral-ep2");
     editRank(gone, "mp_rank_00_001", "del m['decoder.final_layernorm.weight']");
     await refused(convertAny({ input: gone, out: out() }), /EP rank 1's copy of the dense weights differs from EP rank 0's: lacks decoder\.final_layernorm\.weight/);
+    const changed = copyOf("mixtral-ep2");
+    editRank(changed, "mp_rank_00_001", "k = 'decoder.layers.1.self_attention.linear_qkv.weight'\nm[k] = m[k].clone(); m[k][-1, -1] += 1");
+    const dir = out();
+    await refused(reshardAny({ input: changed, out: dir, tp: 1 }), /mp_rank_00_001.*decoder\.layers\.1\.self_attention\.linear_qkv\.weight.*EP rank 1's copy of this dense weight differs from EP rank 0's at byte 4094/);
+    expect(existsSync(dir)).toBe(false);
   });
 
   it.skipIf(!HAS_TORCH)("a local expert index beyond E/EP is refused", async () => {

@@ -6,6 +6,7 @@ import { PyDict, type PyValue } from "../../formats/torch/values.js";
 import { MegahubError } from "../../errors.js";
 import { countModelParams, type ExpertLayout, type ModelDims } from "../../models/arch.js";
 import { gptMegatronArgs, hyperFromArgs } from "../../models/gpt/hf-config.js";
+import { checkDenseCopyBytes } from "../../models/moe/ep-copies.js";
 import { moeMegatronArgs, type AnyHfArch } from "../../models/moe/hf-config.js";
 import { MCORE_PARAMS } from "../../models/moe/spec.js";
 import { megatronMcoreModel, type McoreModel } from "../../models/mcore-global.js";
@@ -85,6 +86,7 @@ export interface McoreConvertJob extends McoreJobCommon {
 /** Megatron-Core GPT (legacy, any TP × PP × VPP) → HF Llama / Mistral / Qwen2 / Qwen3. */
 export async function convertMcoreToHf(ckpt: MegatronCheckpoint, job: McoreConvertJob): Promise<McoreJobResult & { hf: Omit<McoreHfPlan, "plan"> }> {
   const m = megatronMcoreModel(ckpt);
+  await checkDenseCopyBytes(ckpt);
   const { plan, ...hf } = await planMcoreHfFiles(m, job);
   const summary = headerBytes(plan);
   const settings = { dtype: job.dtype ?? "keep", hfArch: hf.hfArch, maxShardBytes: job.maxShardBytes ?? null, tokenizer: job.tokenizer ?? null, trueVocab: hf.vocab };
@@ -113,6 +115,7 @@ const REWRITTEN = /^(args|checkpoint_version|iteration|model\d*)$/;
 /** Megatron-Core GPT → Megatron-Core GPT at another TP × PP × VPP, bit for bit. */
 export async function reshardMcore(ckpt: MegatronCheckpoint, job: McoreMegatronJob): Promise<McoreMegatronResult> {
   const m = megatronMcoreModel(ckpt);
+  await checkDenseCopyBytes(ckpt);
   const trueVocab = job.trueVocab ?? (job.tokenizer ? (await planHfTokenizer(job.tokenizer, m.dims.vocab)).facts.size : undefined) ?? m.trueVocab;
   const keep = new Map<string, PyValue>();
   const dropped: string[] = [];
