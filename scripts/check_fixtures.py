@@ -80,7 +80,7 @@ def compare(rel, old, new):
                 x, y = ta[k], tb[k]
                 if x.dtype != y.dtype or x.shape != y.shape:
                     return f"{k}: dtype/shape differ"
-                if rel.startswith(("reference/", "gpt/reference/")) and k == "logits":
+                if rel.startswith(("reference/", "gpt/reference/", "moe/reference/")) and k == "logits":
                     d = float((x - y).abs().max())
                     if d > LOGIT_TOL:
                         return f"logits max abs diff {d:.3g} > {LOGIT_TOL}"

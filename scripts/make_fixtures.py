@@ -61,6 +61,7 @@ import fixturelib as F  # noqa: E402
 import openba_reference as REF  # noqa: E402
 sys.path.insert(0, os.path.join(HERE, "fixtures"))
 import gpt as GPT  # noqa: E402  (Megatron-Core GPT fixtures, fixtures/gpt/)
+import moe as MOE  # noqa: E402  (Megatron-Core mixture-of-experts fixtures, fixtures/moe/)
 
 ModelType = F.install_megatron_stub()
 
@@ -1259,7 +1260,7 @@ def write_legacy(out):
 # ================================================================================================================
 # manifest
 # ================================================================================================================
-OWNED = ("corpus", "tokenizer", "megatron", "reference", "hostile", "legacy", "gpt")  # other fixtures/ dirs: not ours
+OWNED = ("corpus", "tokenizer", "megatron", "reference", "hostile", "legacy", "gpt", "moe")  # other fixtures/ dirs: not ours
 NOT_GENERATED = ("gpt/README.md",)  # hand-written, records the transformers check (scripts/gpt_hf_check.py)
 
 
@@ -1332,8 +1333,10 @@ def main():
     # gpt/tokenizer is an input (scripts/make_gpt_tokenizer.py needs the venv): copied from the committed tree
     GPT.write_gpt(out)
     print("wrote gpt/")
+    MOE.write_moe(out)
+    print("wrote moe/")
     # every .pt must load with torch.load
-    for sub in ("megatron", "gpt"):
+    for sub in ("megatron", "gpt", "moe"):
         for dp, _, fns in os.walk(os.path.join(out, sub)):
             for fn in fns:
                 if fn.endswith(".pt"):

@@ -50,8 +50,8 @@ describe.skipIf(!hasFixture("gpt", "llama-tp2-pp2"))("bad Megatron-Core GPT chec
 
   it.skipIf(!HAS_TORCH)("unknown tensor names are all listed, with the rank file", async () => {
     const src = copyOf("llama-tp1");
-    editRank(src, "mp_rank_00", "m['decoder.layers.0.self_attention.foo.weight'] = torch.zeros(2)\nm['decoder.layers.1.mlp.router.weight'] = torch.zeros(2)");
-    await refused(convertAny({ input: src, out: out() }), /2 tensor names are not part of Megatron-Core GPT \(mixture-of-experts layers\): decoder\.layers\.N\.self_attention\.foo\.weight, decoder\.layers\.N\.mlp\.router\.weight/);
+    editRank(src, "mp_rank_00", "m['decoder.layers.0.self_attention.foo.weight'] = torch.zeros(2)\nm['decoder.layers.1.mlp.experts.weight1'] = torch.zeros(2)");
+    await refused(convertAny({ input: src, out: out() }), /2 tensor names are not part of Megatron-Core GPT \(mixture-of-experts parts not mapped: the legacy GroupedMLP's weight1\/weight2, expert biases\): decoder\.layers\.N\.self_attention\.foo\.weight, decoder\.layers\.N\.mlp\.experts\.weight1/);
   });
 
   it.skipIf(!HAS_TORCH)("a rank whose shard does not line up names the file and the tensor", async () => {

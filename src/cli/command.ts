@@ -55,6 +55,7 @@ export const MEGATRON_OUT_OPTIONS = {
   tp: { type: "string" },
   pp: { type: "string" },
   vpp: { type: "string" },
+  ep: { type: "string" },
   iteration: { type: "string" },
   "make-vocab-size-divisible-by": { type: "string" },
   "true-vocab-size": { type: "string" },
@@ -70,11 +71,11 @@ export const KEEP_UNKNOWN_GLOBALS_HELP =
 export function megatronOutJob(
   values: ParsedValues,
   usage: string,
-): { out: string; tp: number; dryRun: boolean; keepUnknownGlobals: boolean; pp?: number; vpp?: number; iteration?: number; divisibleBy?: number; trueVocab?: number } {
+): { out: string; tp: number; dryRun: boolean; keepUnknownGlobals: boolean; pp?: number; vpp?: number; ep?: number; iteration?: number; divisibleBy?: number; trueVocab?: number } {
   const out = stringOpt(values, "out");
   const tp = intOpt(values, "tp");
   if (!out || tp === undefined) throw new RangeError(`${usage} needs --out <dir> and --tp N`);
-  const optional = { pp: "pp", vpp: "vpp", iteration: "iteration", divisibleBy: "make-vocab-size-divisible-by", trueVocab: "true-vocab-size" };
+  const optional = { pp: "pp", vpp: "vpp", ep: "ep", iteration: "iteration", divisibleBy: "make-vocab-size-divisible-by", trueVocab: "true-vocab-size" };
   const job: ReturnType<typeof megatronOutJob> = { out, tp, dryRun: values["dry-run"] === true, keepUnknownGlobals: values["keep-unknown-globals"] === true };
   for (const [key, flag] of Object.entries(optional) as [keyof typeof optional, string][]) {
     const v = intOpt(values, flag);

@@ -11,7 +11,7 @@ export const ARCHS = {
     hf: /^(encoder|decoder)\.block\.\d+\./,
   },
   gpt: {
-    title: "Megatron-Core GPT (Llama / Mistral / Qwen2 / Qwen3)",
+    title: "Megatron-Core GPT (Llama / Mistral / Qwen2 / Qwen3; MoE: Mixtral / Qwen2-MoE / Qwen3-MoE)",
     megatron: /^decoder\.layers\.\d+\.self_attention\.linear_qkv\./,
     hf: /^model\.layers\.\d+\.self_attn\.q_proj\./,
   },
@@ -26,7 +26,7 @@ export function detectArch(names: Iterable<string>, side: "megatron" | "hf", whe
   }
   const reasons = (Object.values(ARCHS) as (typeof ARCHS)[ArchId][]).map((a) => `${a.title}: no name matches ${a[side].source}`);
   const sample = list.slice(0, 3).join(", ") || "no tensors";
-  const moe = list.some((n) => /\.mlp\.(experts|router)\./.test(n)) ? " (mixture-of-experts layers are not supported yet)" : "";
+  const moe = list.some((n) => /\.mlp\.(experts|router)\./.test(n)) ? " (mixture-of-experts names, but no attention megahub knows)" : "";
   throw new MegahubError("MODEL", `not a known architecture${moe} — ${reasons.join("; ")}; found e.g. ${sample}`, { file: where });
 }
 

@@ -7,7 +7,8 @@ import { reshardMegatron, type ReshardJob, type ReshardResult } from "./openba/r
 import { hfToMegatron, type ToMegatronJob, type ToMegatronResult } from "./openba/to-megatron.js";
 import { MegahubError } from "../errors.js";
 import { openMegatron, type MegatronCheckpoint } from "../formats/megatron/read.js";
-import type { HfArch } from "../models/gpt/hf-config.js";
+import type { ExpertLayout } from "../models/arch.js";
+import type { AnyHfArch } from "../models/moe/hf-config.js";
 import { detectArch, megatronArchOf, type ArchId } from "../models/registry.js";
 import { convertMcoreToHf, hfGptToMegatron, reshardMcore, type McoreJobResult, type McoreMegatronResult } from "./mcore/jobs.js";
 
@@ -26,7 +27,7 @@ async function withCheckpoint<T>(input: string, iteration: number | undefined, f
 
 export interface AnyConvertJob extends ConvertJob {
   trueVocab?: number;
-  hfArch?: HfArch;
+  hfArch?: AnyHfArch;
 }
 
 export type AnyConvertResult =
@@ -50,18 +51,21 @@ export async function convertAny(job: AnyConvertJob): Promise<AnyConvertResult> 
 export interface AnyReshardJob extends ReshardJob {
   pp?: number;
   vpp?: number;
+  /** Expert parallelism of the output (MoE models). */
+  ep?: number;
 }
 
-export type AnyReshardResult = ({ architecture: "openba" } & ReshardResult) | (McoreMegatronResult & { source: { path: string; iteration: number | "release"; tp: number; pp: number; vpp: number } });
+export type AnyReshardResult = ({ architecture: "openba" } & ReshardResult) | (McoreMegatronResult & { source: { path: string; iteration: number | "release"; tp: number; pp: number; vpp: number; ep: number } });
 
 /** reshard for every architecture (OpenBA: TP only; GPT: TP × PP × VPP). */
 export async function reshardAny(job: AnyReshardJob): Promise<AnyReshardResult> {
   const gpt = await withCheckpoint(job.input, job.iteration, async (ckpt) => {
     if (megatronArch(ckpt) !== "gpt") return undefined;
-    const res = await reshardMcore(ckpt, { ...job, pp: job.pp ?? 1, vpp: job.vpp ?? 1 });
-    return { ...res, source: { path: job.input, iteration: ckpt.iteration, tp: ckpt.parallel.tp, pp: ckpt.parallel.pp, vpp: ckpt.parallel.vpp } };
+    const res = await reshardMcore(ckpt, { ...job, pp: job.pp ?? 1, vpp: job.vpp ?? 1, ep: job.ep ?? 1 });
+    return { ...res, source: { path: job.input, iteration: ckpt.iteration, tp: ckpt.parallel.tp, pp: ckpt.parallel.pp, vpp: ckpt.parallel.vpp, ep: ckpt.parallel.ep } };
   });
   if (gpt) return gpt;
+  if ((job.ep ?? 1) > 1) throw new MegahubError("UNSUPPORTED", "--ep applies to mixture-of-experts models; OpenBA has none");
   if ((job.pp ?? 1) > 1 || (job.vpp ?? 1) > 1) throw new MegahubError("UNSUPPORTED", "OpenBA (encoder-decoder) is written with PP 1 only");
   return { architecture: "openba", ...(await reshardMegatron(job)) };
 }
@@ -70,6 +74,9 @@ export interface AnyToMegatronJob extends ToMegatronJob {
   pp?: number;
   vpp?: number;
   spec?: "local" | "te";
+  /** MoE models: expert parallelism and how experts are stored (grouped = TEGroupedMLP, needs spec te). */
+  ep?: number;
+  experts?: ExpertLayout;
 }
 
 export type AnyToMegatronResult = ({ architecture: "openba" } & ToMegatronResult) | (McoreMegatronResult & { args: Record<string, unknown> });
@@ -82,6 +89,7 @@ export async function toMegatronAny(job: AnyToMegatronJob): Promise<AnyToMegatro
   if (detectArch(hf.tensors.keys(), "hf", join(job.input)) === "gpt") {
     return hfGptToMegatron({ ...job, pp: job.pp ?? 1, vpp: job.vpp ?? 1 });
   }
+  if ((job.ep ?? 1) > 1 || job.experts) throw new MegahubError("UNSUPPORTED", "--ep and --experts apply to mixture-of-experts models; OpenBA has none");
   if ((job.pp ?? 1) > 1 || (job.vpp ?? 1) > 1 || job.spec) throw new MegahubError("UNSUPPORTED", "OpenBA (encoder-decoder) is written with PP 1 and its own names only");
   return { architecture: "openba", ...(await hfToMegatron(job)) };
 }

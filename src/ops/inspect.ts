@@ -7,7 +7,8 @@ import { loadTorch } from "../formats/torch/load.js";
 import { walkTensors } from "../formats/torch/values.js";
 import { FileSource } from "../io/byte-source.js";
 import { countModelParams, type Features, type ModelDims, type SpecFlavour } from "../models/arch.js";
-import { GPT_PARAMS } from "../models/gpt/spec.js";
+import { MCORE_PARAMS } from "../models/moe/spec.js";
+import { moeSummary, type MoeSummary } from "../models/moe/summary.js";
 import { megatronMcoreModel } from "../models/mcore-global.js";
 import { countParams, type OpenbaDims, type ParamCounts } from "../models/openba/dims.js";
 import { megatronArchOf } from "../models/registry.js";
@@ -42,6 +43,8 @@ export interface InspectReport {
   /** GPT: optional parts found, and which spelling (local spec or Transformer Engine). */
   features?: Features;
   spec?: SpecFlavour;
+  /** Mixture of experts: experts, top-k, EP, active vs total parameters. */
+  moe?: MoeSummary;
   /** Optimizer state recognised beside the weights (never converted). */
   optimizer?: string;
   tensors: TensorRow[];
@@ -100,7 +103,8 @@ async function inspectMegatron(path: string, options: { iteration?: number }): P
     if (megatronArchOf(ckpt.shards[0]?.tensors.keys() ?? []) === "gpt") {
       try {
         const m = megatronMcoreModel(ckpt);
-        Object.assign(report, { architecture: "gpt", dims: m.dims, features: m.features, spec: m.flavour, parameters: countModelParams(GPT_PARAMS, m.dims, m.features) });
+        const moe = moeSummary(m, ckpt.parallel.ep);
+        Object.assign(report, { architecture: "gpt", dims: m.dims, features: m.features, spec: m.flavour, parameters: countModelParams(MCORE_PARAMS, m.dims, m.features), ...(moe ? { moe } : {}) });
         report.notes.push(...m.notes);
         if (m.trueVocab !== undefined) report.notes.push(`vocabulary: ${m.trueVocab} tokens (args.vocab_size), ${m.dims.vocab - m.trueVocab} padding rows`);
       } catch (e) {
@@ -183,7 +187,14 @@ async function inspectHf(dir: string): Promise<InspectReport> {
       await g.close();
       const hf = await openHfDir(dir);
       report.tensors = [...hf.tensors.values()].map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, bytes: t.length, file: t.file }));
-      Object.assign(report, { architecture: typeof g.config.model_type === "string" ? `gpt (${g.config.model_type})` : "gpt", dims: g.model.dims, features: g.model.features, parameters: countModelParams(GPT_PARAMS, g.model.dims, g.model.features) });
+      const moe = moeSummary(g.model);
+      Object.assign(report, {
+        architecture: typeof g.config.model_type === "string" ? `gpt (${g.config.model_type})` : "gpt",
+        dims: g.model.dims,
+        features: g.model.features,
+        parameters: countModelParams(MCORE_PARAMS, g.model.dims, g.model.features),
+        ...(moe ? { moe } : {}),
+      });
       report.dtypes = [...new Set(report.tensors.map((t) => t.dtype))];
       return report;
     } catch (e) {

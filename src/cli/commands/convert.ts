@@ -1,5 +1,5 @@
 import { DTYPE_OPTIONS, type DtypeOption } from "../../ops/openba/megatron-to-hf.js";
-import { HF_ARCHS, isHfArch } from "../../models/gpt/hf-config.js";
+import { ANY_HF_ARCHS, hfClassName, isAnyHfArch } from "../../models/moe/hf-config.js";
 import { convertAny, type AnyConvertResult } from "../../ops/dispatch.js";
 import { MegahubError } from "../../errors.js";
 import { DEFAULT_BLOCK_BYTES, executorMemoryBytes } from "../../plan/execute.js";
@@ -15,7 +15,7 @@ export const convertCommand: Command = {
   name: "convert",
   summary: "convert a Megatron checkpoint (OpenBA, or Megatron-Core GPT: Llama/Mistral/Qwen2/Qwen3) to Hugging Face layout",
   usage:
-    "megahub convert <megatron-path> --out <dir> [--iteration N] [--dtype keep|fp16|bf16|fp32] [--max-shard-size 5GB] [--tokenizer spiece.model|hf-tokenizer-dir] [--chat-template file] [--hf-arch llama|mistral|qwen2|qwen3] [--true-vocab-size V] [--dry-run] [--json]",
+    "megahub convert <megatron-path> --out <dir> [--iteration N] [--dtype keep|fp16|bf16|fp32] [--max-shard-size 5GB] [--tokenizer spiece.model|hf-tokenizer-dir] [--chat-template file] [--hf-arch llama|mistral|qwen2|qwen3|mixtral|qwen2_moe|qwen3_moe] [--true-vocab-size V] [--dry-run] [--json]",
   options: {
     out: { type: "string", short: "o" },
     iteration: { type: "string" },
@@ -34,7 +34,7 @@ export const convertCommand: Command = {
   },
   details: [
     "--tokenizer            OpenBA: its spiece.model; GPT: an HF tokenizer directory (copied, size checked against the embedding)",
-    "--hf-arch <class>      GPT: force llama|mistral|qwen2|qwen3 (default: chosen from q/k norms, biases, sliding window)",
+    "--hf-arch <class>      GPT: force llama|mistral|qwen2|qwen3, MoE: mixtral|qwen2_moe|qwen3_moe (default: chosen from q/k norms, biases, sliding window, shared experts)",
     "--true-vocab-size V    GPT: rows kept in HF output (default args.vocab_size, else the tokenizer's size); padding is dropped",
     "--verify <ref.safetensors>  after writing, run the model in ONNX Runtime against reference logits (see `megahub verify`)",
     "--device auto|cuda|cpu      execution provider for --verify (default auto: CUDA when present, else CPU)",
@@ -86,7 +86,7 @@ async function convertJob(positionals: string[], values: ParsedValues) {
   const chatFile = stringOpt(values, "chat-template");
   const chatTemplate = chatFile ? await (await import("node:fs/promises")).readFile(chatFile, "utf8") : undefined;
   const hfArch = stringOpt(values, "hf-arch");
-  if (hfArch !== undefined && !isHfArch(hfArch)) throw new RangeError(`--hf-arch must be one of ${Object.keys(HF_ARCHS).join(", ")}`);
+  if (hfArch !== undefined && !isAnyHfArch(hfArch)) throw new RangeError(`--hf-arch must be one of ${ANY_HF_ARCHS.join(", ")}`);
   const trueVocab = intOpt(values, "true-vocab-size");
   return {
     input,
@@ -107,13 +107,14 @@ function report(res: AnyConvertResult, dryRun: boolean, out: Reporter, verified:
   const verification = verified && { passed: verified.passed, provider: verified.provider, maxAbsDiff: verified.metrics.maxAbs, top1: verified.metrics.top1Agreement, failures: verified.failures };
   const model =
     res.architecture === "gpt"
-      ? { architecture: "gpt", hfArchitecture: HF_ARCHS[res.hf.hfArch].architecture, dims: res.dims, features: res.features, spec: res.flavour, vocab: res.hf.vocab, parameters: res.parameters, dtypes: res.hf.dtypes }
+      ? { architecture: "gpt", hfArchitecture: hfClassName(res.hf.hfArch), dims: res.dims, features: res.features, spec: res.flavour, vocab: res.hf.vocab, parameters: res.parameters, dtypes: res.hf.dtypes }
       : { architecture: "openba", dims: res.converted.dims, parameters: res.converted.params, dtypes: res.converted.dtypes };
   out.result({ ok: verified?.passed ?? true, dryRun, out: res.out, source, ...model, plan: summary, ...(res.execution ? { written: res.execution.files, overflows: res.execution.overflows } : {}), ...(verification ? { verification } : {}) });
   out.info(`${dryRun ? "plan" : "converted"}: ${source.path} (iteration ${source.iteration}, ${layoutText(source)}) → ${res.out}`);
   if (res.architecture === "gpt") {
     const d = res.dims;
-    out.info(`  model: ${HF_ARCHS[res.hf.hfArch].architecture}, hidden ${d.hidden}, ${d.heads} heads / ${d.kvHeads} groups × ${d.headDim}, FFN ${d.ffn}, ${d.layers} layers, vocab ${res.hf.vocab} (of ${d.vocab} rows), ${res.hf.dtypes.join("/")}`);
+    out.info(`  model: ${hfClassName(res.hf.hfArch)}, hidden ${d.hidden}, ${d.heads} heads / ${d.kvHeads} groups × ${d.headDim}, FFN ${d.ffn}, ${d.layers} layers, vocab ${res.hf.vocab} (of ${d.vocab} rows), ${res.hf.dtypes.join("/")}`);
+    if (d.moe) out.info(`  experts: ${d.moe.experts} × FFN ${d.moe.ffn} in ${d.moe.layers.filter(Boolean).length} of ${d.layers} layers${d.moe.sharedFfn > 0 ? `, shared experts FFN ${d.moe.sharedFfn}` : ""}; parameters ${res.parameters.total} total, ${res.hf.activeParameters ?? res.parameters.total} active per token`);
   } else {
     const d = res.converted.dims;
     out.info(`  model: hidden ${d.hidden}, ${d.heads} heads × ${d.kvChannels}, FFN ${d.ffn}, ${d.encoderLayers}/${d.decoderLayers} layers, vocab rows ${d.vocab}, ${res.converted.dtypes.join("/")}`);

@@ -27,6 +27,12 @@ export const inspectCommand: Command = {
       const d = r.dims;
       const parts = r.features ? Object.entries(r.features).filter(([, on]) => on).map(([k]) => k) : [];
       out.info(`  architecture  ${r.architecture}: hidden ${d.hidden}, ${d.heads} heads / ${d.kvHeads} query groups × ${d.headDim}, FFN ${d.ffn}, ${d.layers} layers, vocab rows ${d.vocab}${parts.length ? `; ${parts.join(", ")}` : ""}${r.spec ? `; ${r.spec === "te" ? "Transformer Engine" : "local"} spec names` : ""}`);
+      if (r.moe) {
+        const e = r.moe;
+        out.info(`  experts       ${e.experts} × FFN ${e.expertFfn} (${e.expertLayout}), top-${e.topk}, in ${e.moeLayers} of ${e.moeLayers + e.denseLayers} layers${e.sharedExpertFfn > 0 ? `; shared experts FFN ${e.sharedExpertFfn}${e.sharedExpertGate ? " (gated)" : ""}` : ""}${e.ep ? `; EP ${e.ep}, ${e.expertsPerRank} experts per rank` : ""}`);
+        out.info(`  routing       ${e.routing}`);
+        out.info(`  parameters    ${formatParams(e.totalParameters)} total, ${formatParams(e.activeParameters)} active per token`);
+      }
     } else if (r.dims) {
       const d = r.dims;
       out.info(`  architecture  ${r.architecture}: hidden ${d.hidden}, ${d.heads} heads × ${d.kvChannels} (P ${d.heads * d.kvChannels}), FFN ${d.ffn}, ${d.encoderLayers} encoder / ${d.decoderLayers} decoder layers, vocab rows ${d.vocab}`);

@@ -8,10 +8,11 @@ export const reshardCommand: Command = {
   name: "reshard",
   summary: "re-split a Megatron checkpoint to another TP (× PP × VPP for GPT models); writes Megatron checkpoints",
   usage:
-    "megahub reshard <megatron-path> --out <dir> --tp N [--pp N] [--vpp N] [--iteration N] [--make-vocab-size-divisible-by K] [--true-vocab-size V] [--tokenizer spiece.model|hf-tokenizer-dir] [--keep-unknown-globals] [--dry-run] [--json]",
+    "megahub reshard <megatron-path> --out <dir> --tp N [--pp N] [--vpp N] [--ep N] [--iteration N] [--make-vocab-size-divisible-by K] [--true-vocab-size V] [--tokenizer spiece.model|hf-tokenizer-dir] [--keep-unknown-globals] [--dry-run] [--json]",
   options: { ...MEGATRON_OUT_OPTIONS, ...RUN_OPTIONS, tokenizer: { type: "string" } },
   details: [
     "--pp N / --vpp N    pipeline stages and virtual chunks per stage (Megatron-Core GPT; OpenBA is PP 1)",
+    "--ep N              expert parallelism of a mixture-of-experts model (default 1; expert TP follows --tp)",
     "Optimizer and RNG state are TP-specific and are dropped; resume with --finetune (or --no-load-optim --no-load-rng).",
     "The padded vocabulary follows Megatron's rule for the new TP; the true size comes from --true-vocab-size, else --tokenizer, else args.",
     KEEP_UNKNOWN_GLOBALS_HELP,

@@ -5,22 +5,29 @@ import type { PlannedTensor } from "../../plan/plan.js";
 import { cast, concat, readTensor, select, type Recipe } from "../../plan/recipe.js";
 import { canCast } from "../../tensors/cast.js";
 import type { Dtype } from "../../tensors/dtypes.js";
-import { expand, nameAt, type Features, type ModelDims } from "../arch.js";
+import { expand, nameAt, type Features, type ModelDims, type ParamRule } from "../arch.js";
 import { range } from "../parallel.js";
 import { qkvRows } from "./dims.js";
 import { GPT_PARAMS } from "./spec.js";
 
+/** How a table's HF names become a class's (Mixtral renames the Qwen-MoE names of the MoE table). */
+export interface HfNaming {
+  readonly rules: readonly ParamRule[];
+  readonly hfName: (name: string) => string;
+}
+const DENSE: HfNaming = { rules: GPT_PARAMS, hfName: (n) => n };
+
 /** HF tensors of a global GPT model: q/k/v and gate/up split out, vocabulary rows trimmed to `rows`. */
-export function gptHfTensors(tensors: ReadonlyMap<string, Recipe>, d: ModelDims, f: Features, rows: number, target?: Dtype): PlannedTensor[] {
+export function gptHfTensors(tensors: ReadonlyMap<string, Recipe>, d: ModelDims, f: Features, rows: number, target?: Dtype, naming: HfNaming = DENSE): PlannedTensor[] {
   const qkv = qkvRows(d);
   const out: PlannedTensor[] = [];
-  for (const p of expand(GPT_PARAMS, d, f)) {
+  for (const p of expand(naming.rules, d, f)) {
     let r = tensors.get(p.name);
     if (!r) throw new MegahubError("MODEL", "missing from the model", { tensor: p.name });
     if (target && !canCast(r.dtype, target)) throw new MegahubError("USAGE", `cannot cast ${r.dtype} to ${target}`, { tensor: p.name });
     if (target) r = cast(r, target);
     const hf = p.rule.hf;
-    const at = (n: string) => (p.layer === undefined ? n : nameAt(n, p.layer));
+    const at = (n: string) => naming.hfName(p.layer === undefined ? n : nameAt(n, p.layer, p.expert));
     if (hf === null) throw new MegahubError("UNSUPPORTED", "has no counterpart in the Llama-family HF classes", { tensor: p.name });
     if (typeof hf === "string") {
       out.push({ name: at(hf), recipe: p.rule.tp === "vocab" && rows !== d.vocab ? select(r, 0, range(0, rows)) : r });
@@ -45,6 +52,7 @@ export function gptFromHfTensors(
   d: ModelDims,
   f: Features,
   where: string,
+  naming: HfNaming = DENSE,
 ): Map<string, Recipe> {
   const used = new Set<string>();
   const missing: string[] = [];
@@ -60,9 +68,9 @@ export function gptFromHfTensors(
   const qkv = qkvRows(d);
   const perGroupQ = (d.heads / d.kvHeads) * d.headDim;
   const out = new Map<string, Recipe>();
-  for (const p of expand(GPT_PARAMS, d, f)) {
+  for (const p of expand(naming.rules, d, f)) {
     const hf = p.rule.hf;
-    const at = (n: string) => (p.layer === undefined ? n : nameAt(n, p.layer));
+    const at = (n: string) => naming.hfName(p.layer === undefined ? n : nameAt(n, p.layer, p.expert));
     if (hf === null) continue;
     if (typeof hf === "string") {
       const r = take(at(hf));
@@ -98,7 +106,7 @@ export function gptFromHfTensors(
       missing.length > 0 ? `missing ${missing.slice(0, 4).join(", ")}${missing.length > 4 ? ` (+${missing.length - 4})` : ""}` : "",
       extra.length > 0 ? `unexpected ${extra.slice(0, 4).join(", ")}${extra.length > 4 ? ` (+${extra.length - 4})` : ""}` : "",
     ].filter(Boolean);
-    throw new MegahubError("MODEL", `not the expected Llama-family tensors: ${parts.join("; ")}`, { file: where });
+    throw new MegahubError("MODEL", `not the expected ${d.moe ? "mixture-of-experts" : "Llama-family"} tensors: ${parts.join("; ")}`, { file: where });
   }
   return out;
 }

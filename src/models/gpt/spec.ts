@@ -6,7 +6,8 @@ const H = "model.layers.{layer}.";
 /**
  * Megatron-Core GPTModel (Llama / Mistral / Qwen2 / Qwen3) in module registration order, the local spec's names
  * first and Transformer Engine's fused-norm names second (megatron-core-format.md §2.1, §6.2). Fused QKV rows are
- * per query group (§5.2); SwiGLU fc1 is [gate; up] globally and [gate_r; up_r] per TP rank (§5.1).
+ * per query group (§5.2); SwiGLU fc1 is [gate; up] globally and [gate_r; up_r] per TP rank (§5.1). The MLP rules are
+ * the dense layers' (mixture-of-experts layers take models/moe/spec.ts's instead).
  */
 export const GPT_PARAMS = [
   { megatron: ["embedding.word_embeddings.weight"], hf: "model.embed_tokens.weight", tp: "vocab", dims: ["vocab", "hidden"] },
@@ -51,6 +52,7 @@ export const GPT_PARAMS = [
     hf: `${H}post_attention_layernorm.weight`,
     tp: "replicated",
     dims: ["hidden"],
+    teDenseOnly: true,
   },
   {
     megatron: [`${L}pre_mlp_layernorm.bias`, `${L}mlp.linear_fc1.layer_norm_bias`],
@@ -58,12 +60,14 @@ export const GPT_PARAMS = [
     tp: "replicated",
     dims: ["hidden"],
     feature: "normBias",
+    teDenseOnly: true,
   },
   {
     megatron: [`${L}mlp.linear_fc1.weight`],
     hf: { split: [`${H}mlp.gate_proj.weight`, `${H}mlp.up_proj.weight`], by: "parts" },
     tp: { kind: "column-parts", parts: 2 },
     dims: ["ffn2", "hidden"],
+    layers: "dense",
   },
   {
     megatron: [`${L}mlp.linear_fc1.bias`],
@@ -71,9 +75,10 @@ export const GPT_PARAMS = [
     tp: { kind: "column-parts", parts: 2 },
     dims: ["ffn2"],
     feature: "linearBias",
+    layers: "dense",
   },
-  { megatron: [`${L}mlp.linear_fc2.weight`], hf: `${H}mlp.down_proj.weight`, tp: "row", dims: ["hidden", "ffn"] },
-  { megatron: [`${L}mlp.linear_fc2.bias`], hf: `${H}mlp.down_proj.bias`, tp: "replicated", dims: ["hidden"], feature: "linearBias" },
+  { megatron: [`${L}mlp.linear_fc2.weight`], hf: `${H}mlp.down_proj.weight`, tp: "row", dims: ["hidden", "ffn"], layers: "dense" },
+  { megatron: [`${L}mlp.linear_fc2.bias`], hf: `${H}mlp.down_proj.bias`, tp: "replicated", dims: ["hidden"], feature: "linearBias", layers: "dense" },
   { megatron: ["decoder.final_layernorm.weight"], hf: "model.norm.weight", tp: "replicated", dims: ["hidden"] },
   { megatron: ["decoder.final_layernorm.bias"], hf: null, tp: "replicated", dims: ["hidden"], feature: "normBias" },
   { megatron: ["output_layer.weight"], hf: "lm_head.weight", tp: "vocab", dims: ["vocab", "hidden"], feature: "untied" },

@@ -1,0 +1,152 @@
+/**
+ * Megatron-Core mixture-of-experts checkpoints (fixtures/moe, written by scripts/fixtures/moe.py mirroring
+ * Megatron-Core's save) → HF Mixtral / Qwen2-MoE / Qwen3-MoE bit for bit at every EP / TP / PP / expert layout; round
+ * trips through Megatron at other EP sizes; written rank files against the Megatron-layout fixture of the same layout.
+ */
+import { createHash } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { convertAny, reshardAny, toMegatronAny } from "../src/ops/dispatch.js";
+import { fixture, hasFixture, openSafetensors } from "./helpers/fixtures.js";
+import { HAS_TORCH, runPython } from "./helpers/torch.js";
+
+interface MoeCase {
+  model: string;
+  tp: number;
+  pp: number;
+  ep: number;
+  spec: "local" | "te";
+  experts: "sequential" | "grouped";
+  true_vocab: number;
+}
+interface Expected {
+  config: Record<string, unknown>;
+  tensors: { name: string; dtype: string; shape: number[]; sha256: string }[];
+}
+
+const CASES: Record<string, MoeCase> = hasFixture("moe", "cases.json") ? (JSON.parse(readFileSync(fixture("moe", "cases.json"), "utf8")) as { cases: Record<string, MoeCase> }).cases : {};
+const expectedOf = (name: string) => JSON.parse(readFileSync(fixture("moe", name, "expected-hf.json"), "utf8")) as Expected;
+const ep1Of = (model: string) => Object.keys(CASES).find((k) => CASES[k]?.model === model && CASES[k]?.ep === 1 && CASES[k]?.tp === 1 && CASES[k]?.pp === 1) as string;
+
+const work = mkdtempSync(join(tmpdir(), "megahub-moe-"));
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+let n = 0;
+const out = () => join(work, `out${n++}`);
+
+/** Every tensor of the HF dir equals torch's expectation (names, dtypes, shapes, sha256 of the bytes). */
+async function expectHf(dir: string, expected: Expected): Promise<void> {
+  const got = await openSafetensors(join(dir, "model.safetensors"));
+  try {
+    expect(got.st.entries.map((e) => e.name).sort()).toEqual(expected.tensors.map((t) => t.name).sort());
+    for (const t of expected.tensors) {
+      const e = got.st.get(t.name);
+      expect([e?.dtype, e?.shape], t.name).toEqual([t.dtype, t.shape]);
+      expect(createHash("sha256").update(await got.bytes(t.name)).digest("hex"), `${t.name} differs from torch's`).toBe(t.sha256);
+    }
+  } finally {
+    await got.close();
+  }
+}
+
+describe.skipIf(Object.keys(CASES).length === 0)("Megatron-Core MoE → HF", () => {
+  it.each(Object.keys(CASES))("%s converts bit-exactly with the config transformers reads", async (name) => {
+    const dir = out();
+    const res = await convertAny({ input: fixture("moe", name), out: dir });
+    const expected = expectedOf(name);
+    await expectHf(dir, expected);
+    const config = JSON.parse(readFileSync(join(dir, "config.json"), "utf8")) as Record<string, unknown>;
+    for (const [k, v] of Object.entries(expected.config)) expect(config[k], k).toEqual(v);
+    expect(res.architecture).toBe("gpt");
+  });
+
+  const models = [...new Set(Object.values(CASES).map((c) => c.model))];
+  it.each(models)("%s: HF → Megatron EP 2 → HF is bit-exact (local spec and TE grouped GEMM)", async (model) => {
+    const hf = out();
+    await convertAny({ input: fixture("moe", ep1Of(model)), out: hf });
+    for (const layout of [{ tp: 1, pp: 1, vpp: 1, ep: 2 }, { tp: 1, pp: 1, vpp: 1, ep: 2, spec: "te" as const, experts: "grouped" as const }]) {
+      const mg = out();
+      const res = await toMegatronAny({ input: hf, out: mg, ...layout });
+      expect(res.architecture === "gpt" && res.parallel.ep).toBe(2);
+      const back = out();
+      await convertAny({ input: mg, out: back });
+      await expectHf(back, expectedOf(ep1Of(model)));
+    }
+  });
+
+  it.each(models)("%s: reshard EP 1 → EP 2 → EP 1 is bit-exact", async (model) => {
+    const a = out();
+    await reshardAny({ input: fixture("moe", ep1Of(model)), out: a, tp: 1, ep: 2 });
+    const b = out();
+    await reshardAny({ input: a, out: b, tp: 1, ep: 1 });
+    const hf = out();
+    await convertAny({ input: b, out: hf });
+    await expectHf(hf, expectedOf(ep1Of(model)));
+  });
+
+  const ep4 = Object.keys(CASES).find((k) => CASES[k]?.ep === 4);
+  it.skipIf(!ep4)("reshard EP 4 → EP 1 → TP 2 × EP 2 → PP 2 × EP 2 is bit-exact", async () => {
+    let src = fixture("moe", ep4 as string);
+    for (const layout of [{ tp: 1, ep: 1 }, { tp: 2, ep: 2 }, { tp: 1, pp: 2, ep: 2 }]) {
+      const next = out();
+      await reshardAny({ input: src, out: next, ...layout });
+      src = next;
+    }
+    const hf = out();
+    await convertAny({ input: src, out: hf });
+    await expectHf(hf, expectedOf(ep4 as string));
+  });
+});
+
+/**
+ * Written rank files, as torch loads them, hold what the Megatron-layout fixture of the same layout holds: the same
+ * weight keys per rank (local-spec files: `_extra_state` keys too), tensors equal (real vocabulary rows), args
+ * naming the layout and the MoE facts.
+ */
+const SAME_LAYOUT = `import os, glob, sys, torch
+sys.path.insert(0, 'scripts'); import fixturelib; fixturelib.install_megatron_stub()
+def load(root):
+    it = open(os.path.join(root, 'latest_checkpointed_iteration.txt')).read().strip()
+    d = os.path.join(root, 'iter_%07d' % int(it))
+    return {os.path.basename(os.path.dirname(f)): torch.load(f, map_location='cpu', weights_only=False) for f in sorted(glob.glob(d + '/mp_rank_*/model_optim_rng.pt'))}
+mine, theirs, real, te = load(sys.argv[1]), load(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == 'te'
+assert sorted(mine) == sorted(theirs), (sorted(mine), sorted(theirs))
+for rank in theirs:
+    a, b = mine[rank]['model'], theirs[rank]['model']
+    keys = lambda m: {k for k in m if not (te and k.endswith('._extra_state'))}
+    assert keys(a) == keys(b), (rank, sorted(keys(a) ^ keys(b))[:6])
+    for k, v in b.items():
+        if not torch.is_tensor(v) or k.endswith('._extra_state'):
+            continue
+        x = a[k]
+        assert x.dtype == v.dtype and x.shape == v.shape, (rank, k, x.shape, v.shape)
+        if k in ('embedding.word_embeddings.weight', 'output_layer.weight'):
+            n = v.shape[0]; r = max(0, min(n, real - int(rank[8:10]) * n)); x, v = x[:r], v[:r]
+        assert torch.equal(x, v), (rank, k)
+    if te:   # TE names: every extra state megahub writes is one Megatron writes
+        assert {k for k in a if k.endswith('._extra_state')} <= {k for k in b if k.endswith('._extra_state')}, rank
+    A, B = mine[rank]['args'], theirs[rank]['args']
+    for f in ('tensor_model_parallel_size', 'pipeline_model_parallel_size', 'expert_model_parallel_size', 'expert_tensor_parallel_size', 'padded_vocab_size', 'num_experts', 'moe_router_topk', 'moe_ffn_hidden_size', 'moe_shared_expert_intermediate_size', 'moe_shared_expert_gate', 'moe_layer_freq', 'moe_grouped_gemm', 'moe_router_pre_softmax', 'ffn_hidden_size'):
+        assert getattr(A, f) == getattr(B, f), (rank, f, getattr(A, f), getattr(B, f))
+print('ok', len(theirs))
+`;
+
+describe.skipIf(!HAS_TORCH || Object.keys(CASES).length === 0)("written Megatron MoE files match Megatron's own layout", () => {
+  const targets = Object.keys(CASES).filter((k) => !(CASES[k]?.ep === 1 && CASES[k]?.tp === 1 && CASES[k]?.pp === 1));
+  it.each(targets)("into the layout of %s", async (target) => {
+    const c = CASES[target] as MoeCase;
+    const dir = out();
+    const layout = { tp: c.tp, pp: c.pp, vpp: 1, ep: c.ep };
+    if (c.spec === "local") {
+      await reshardAny({ input: fixture("moe", ep1Of(c.model)), out: dir, ...layout });
+    } else {
+      // a TE-named layout comes from HF with --spec te (reshard keeps the source's names)
+      const hf = out();
+      await convertAny({ input: fixture("moe", ep1Of(c.model)), out: hf });
+      await toMegatronAny({ input: hf, out: dir, ...layout, spec: "te", experts: c.experts, iteration: 50 });
+    }
+    const report = runPython(SAME_LAYOUT, [dir, fixture("moe", target), String(c.true_vocab), c.spec]);
+    expect(report.trim()).toMatch(/^ok \d+$/);
+  });
+});
