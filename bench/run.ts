@@ -72,7 +72,25 @@ interface BenchCase {
   variants?: string[][];
 }
 
+/** The Llama-shaped Megatron-Core checkpoint (hidden 2048, GQA 32/8, FFN 5632, vocab 128256, TP 2 × PP 2, bf16). */
+function llamaCheckpoint(layers: number): string {
+  const dir = join(CACHE, `llama-l${layers}-tp2-pp2`);
+  if (!existsSync(join(dir, "latest_checkpointed_iteration.txt"))) {
+    if (!hasTorch()) throw new Error("the bench checkpoint is built with torch: install python3-torch (Debian)");
+    process.stdout.write(`building ${dir} …\n`);
+    execFileSync("/usr/bin/python3", [join(ROOT, "scripts", "bench_llama_checkpoint.py"), "--out", dir, "--layers", String(layers)], { stdio: "inherit" });
+  }
+  return dir;
+}
+
 const CASES: BenchCase[] = [];
+for (const layers of full ? [16] : [4, 8]) {
+  const input = () => llamaCheckpoint(layers);
+  CASES.push(
+    { name: `llama convert ${layers}L`, title: `convert: Megatron-Core Llama TP 2 × PP 2 → HF LlamaForCausalLM, ${layers} layers`, input, args: ["convert"], torch: { script: "bench_torch_llama_convert.py" } },
+    { name: `llama reshard ${layers}L`, title: `reshard: Megatron-Core Llama TP 2 × PP 2 → TP 1 × PP 4, ${layers} layers`, input, args: ["reshard", "--tp", "1", "--pp", "4"], variants: [["--workers", "2"]] },
+  );
+}
 for (const [enc, dec] of full ? [[8, 24]] : [[1, 1], [2, 2]]) {
   const input = () => checkpoint(enc as number, dec as number);
   CASES.push(
