@@ -1,4 +1,5 @@
 import { convertMegatronToHf } from "../../converters/convert.js";
+import { unvettedGlobalsNote } from "../../converters/megatron-to-hf.js";
 import { DTYPE_OPTIONS, type DtypeOption } from "../../converters/megatron-to-hf.js";
 import { MegahubError } from "../../errors.js";
 import { intOpt, parseSize, stringOpt, type Command, type ParsedValues } from "../command.js";
@@ -87,7 +88,9 @@ function report(res: Awaited<ReturnType<typeof convertMegatronToHf>>, dryRun: bo
     if (summary.tensors.length > 12) out.info(`  … ${summary.tensors.length - 12} more tensors (--json lists all)`);
     out.info("  dry run: nothing written");
   }
-  for (const n of summary.notes) out.info(`  note: ${n}`);
+  // Globals off the allow-list are a warning (shown under --quiet too), not a note among the others.
+  const unvetted = source.unknownGlobals.length > 0 ? unvettedGlobalsNote(source.unknownGlobals) : undefined;
+  for (const n of summary.notes) if (n !== unvetted) out.info(`  note: ${n}`);
   if (res.execution && res.execution.overflows > 0) out.warn(`${res.execution.overflows} values overflowed to ±inf when casting`);
-  for (const g of source.unknownGlobals.filter((x) => !x.startsWith("megatron.") && !x.startsWith("numpy."))) out.warn(`unknown pickle global ${g} read as inert data`);
+  if (unvetted !== undefined) out.warn(unvetted);
 }
