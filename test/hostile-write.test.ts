@@ -166,8 +166,11 @@ describe.skipIf(!HAS_TORCH || !hasFixture("megatron", "fp16-tp2"))("megahub's ou
     const r = megahub(["reshard", src, "--out", join(work, "human"), "--tp", "1", "--dry-run"]);
     expect(r.code).toBe(0);
     expect(r.stderr).toMatch(/warning: dropped unvetted pickle globals.*posix\.system/);
-    const i = megahub(["inspect", src]);
-    expect(i.stderr).toMatch(/warning: .*not on megahub's allow-list.*posix\.system/);
+    for (const args of [["inspect", src], ["convert", src, "--out", join(work, "conv"), "--dry-run", "--quiet"]]) {
+      const i = megahub(args);
+      expect(i.code).toBe(0);
+      expect(i.stderr, args[0]).toMatch(/warning: .*not on megahub's allow-list.*posix\.system/);
+    }
   });
 
   it("--keep-unknown-globals carries them (and torch.load then runs them)", () => {

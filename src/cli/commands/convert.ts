@@ -1,4 +1,4 @@
-import { DTYPE_OPTIONS, type DtypeOption } from "../../ops/openba/megatron-to-hf.js";
+import { DTYPE_OPTIONS, unvettedGlobalsNote, type DtypeOption } from "../../ops/openba/megatron-to-hf.js";
 import { ANY_HF_ARCHS, hfClassName, isAnyHfArch } from "../../models/moe/hf-config.js";
 import { convertAny, type AnyConvertResult } from "../../ops/dispatch.js";
 import { MegahubError } from "../../errors.js";
@@ -127,7 +127,9 @@ function report(res: AnyConvertResult, dryRun: boolean, out: Reporter, verified:
     if (summary.tensors.length > 12) out.info(`  … ${summary.tensors.length - 12} more tensors (--json lists all)`);
     out.info("  dry run: nothing written");
   }
-  for (const n of summary.notes) out.info(`  note: ${n}`);
+  // Globals off the allow-list are a warning (shown under --quiet too), not a note among the others.
+  const unvetted = source.unknownGlobals.length > 0 ? unvettedGlobalsNote(source.unknownGlobals) : undefined;
+  for (const n of summary.notes) if (n !== unvetted) out.info(`  note: ${n}`);
   if (res.execution && res.execution.overflows > 0) out.warn(`${res.execution.overflows} values overflowed to ±inf when casting`);
-  for (const g of source.unknownGlobals.filter((x) => !x.startsWith("megatron.") && !x.startsWith("numpy."))) out.warn(`unknown pickle global ${g} read as inert data`);
+  if (unvetted !== undefined) out.warn(unvetted);
 }
