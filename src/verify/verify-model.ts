@@ -115,8 +115,8 @@ export async function verifyModel(dir: string, options: VerifyOptions): Promise<
     const ref = await readReference(options.reference, true);
     // Padded vocabularies may differ (TP-dependent padding: a resharded or re-padded model has fewer or more
     // rows); only the real ids — those the tokenizer can produce — carry meaning, so compare on those.
-    const real = ref.vocab === model.dims.vocab ? ref.vocab : await realVocab(dir, ref.vocab, model.dims.vocab, options.reference);
     checkInputsFit(opened, ref, options.reference);
+    const real = ref.vocab === model.dims.vocab ? ref.vocab : await realVocab(dir, ref.vocab, model.dims.vocab, options.reference);
     inputs = ref;
     ({ dtype, comparison } = referenceGate(options.referencePrecision, ref.computeDtype, model.weightDtype, options.weightsRounded === true));
     const tooBig = maxInputId(ref);
