@@ -27,19 +27,19 @@ export interface McoreModel {
 
 const LAYER_KEY = /^decoder\.layers\.(\d+)\.(.+)$/;
 
-interface Spelling {
+export interface Spelling {
   readonly rule: ParamRule;
   readonly te: boolean;
 }
 
-function spellings(rules: readonly ParamRule[]): Map<string, Spelling> {
+export function spellings(rules: readonly ParamRule[]): Map<string, Spelling> {
   const out = new Map<string, Spelling>();
   for (const rule of rules) rule.megatron.forEach((m, i) => out.set(m, { rule, te: i > 0 }));
   return out;
 }
 
 /** Resolves a key to its rule and canonical name (with `layer` as its layer number), or undefined when unknown. */
-function resolveKey(key: string, table: Map<string, Spelling>, layer: (local: number) => number): { name: string; rule: ParamRule; te: boolean } | undefined {
+export function resolveKey(key: string, table: Map<string, Spelling>, layer: (local: number) => number): { name: string; rule: ParamRule; te: boolean } | undefined {
   const m = LAYER_KEY.exec(key);
   const pattern = m ? `decoder.layers.${LAYER}.${m[2]}` : key;
   const hit = table.get(pattern);

@@ -10,6 +10,9 @@ import { openMegatron, type MegatronCheckpoint } from "../formats/megatron/read.
 import type { HfArch } from "../models/gpt/hf-config.js";
 import { detectArch, megatronArchOf, type ArchId } from "../models/registry.js";
 import { convertMcoreToHf, hfGptToMegatron, reshardMcore, type McoreJobResult, type McoreMegatronResult } from "./mcore/jobs.js";
+import { locateMegatronDist, openMegatronDist, type MegatronDistCheckpoint } from "../checkpoints/megatron-dist.js";
+import { convertDistToHf, reshardDist } from "./mcore/dist-jobs.js";
+import type { MegatronOutFormat } from "./mcore/write-dist.js";
 
 export function megatronArch(ckpt: MegatronCheckpoint): ArchId {
   return megatronArchOf(ckpt.shards[0]?.tensors.keys() ?? []);
@@ -19,6 +22,18 @@ async function withCheckpoint<T>(input: string, iteration: number | undefined, f
   const ckpt = await openMegatron(input, iteration === undefined ? {} : { iteration });
   try {
     return await f(ckpt);
+  } finally {
+    await ckpt.close();
+  }
+}
+
+/** Runs `f` on the torch_dist checkpoint at `input` (metadata.json marks one); undefined when it is not one. */
+async function withDist<T>(input: string, iteration: number | undefined, f: (c: MegatronDistCheckpoint) => Promise<T>): Promise<{ value: T } | undefined> {
+  const where = await locateMegatronDist(input, iteration === undefined ? {} : { iteration });
+  if (!where) return undefined;
+  const ckpt = await openMegatronDist(where);
+  try {
+    return { value: await f(ckpt) };
   } finally {
     await ckpt.close();
   }
@@ -35,6 +50,13 @@ export type AnyConvertResult =
 
 /** convert for every architecture: Megatron OpenBA → HF OpenBA, Megatron-Core GPT → HF Llama-family. */
 export async function convertAny(job: AnyConvertJob): Promise<AnyConvertResult> {
+  const dist = await withDist(job.input, job.iteration, async (ckpt) => {
+    if (job.chatTemplate) throw new MegahubError("USAGE", "--chat-template applies to OpenBA; a GPT model's template comes with its --tokenizer directory");
+    const res = await convertDistToHf(ckpt, { ...job, dtype: DTYPE_OPTIONS[job.dtype ?? "keep"] });
+    const source = { path: job.input, iteration: ckpt.iteration, tp: ckpt.parallel.tp, pp: ckpt.parallel.pp, vpp: ckpt.parallel.vpp, unknownGlobals: ckpt.unknownGlobals };
+    return { ...res, out: job.out, source };
+  });
+  if (dist) return dist.value;
   const gpt = await withCheckpoint(job.input, job.iteration, async (ckpt) => {
     if (megatronArch(ckpt) !== "gpt") return undefined;
     if (job.chatTemplate) throw new MegahubError("USAGE", "--chat-template applies to OpenBA; a GPT model's template comes with its --tokenizer directory");
@@ -50,12 +72,20 @@ export async function convertAny(job: AnyConvertJob): Promise<AnyConvertResult> 
 export interface AnyReshardJob extends ReshardJob {
   pp?: number;
   vpp?: number;
+  /** What to write: legacy rank files (default) or torch_dist (Megatron-Core GPT). */
+  format?: MegatronOutFormat;
 }
 
 export type AnyReshardResult = ({ architecture: "openba" } & ReshardResult) | (McoreMegatronResult & { source: { path: string; iteration: number | "release"; tp: number; pp: number; vpp: number } });
 
 /** reshard for every architecture (OpenBA: TP only; GPT: TP × PP × VPP). */
 export async function reshardAny(job: AnyReshardJob): Promise<AnyReshardResult> {
+  const layout = { pp: job.pp ?? 1, vpp: job.vpp ?? 1 };
+  const dist = await withDist(job.input, job.iteration, async (ckpt) => {
+    const res = await reshardDist(ckpt, { ...job, ...layout });
+    return { ...res, source: { path: job.input, iteration: ckpt.iteration, tp: ckpt.parallel.tp, pp: ckpt.parallel.pp, vpp: ckpt.parallel.vpp } };
+  });
+  if (dist) return dist.value;
   const gpt = await withCheckpoint(job.input, job.iteration, async (ckpt) => {
     if (megatronArch(ckpt) !== "gpt") return undefined;
     const res = await reshardMcore(ckpt, { ...job, pp: job.pp ?? 1, vpp: job.vpp ?? 1 });
@@ -63,6 +93,7 @@ export async function reshardAny(job: AnyReshardJob): Promise<AnyReshardResult> 
   });
   if (gpt) return gpt;
   if ((job.pp ?? 1) > 1 || (job.vpp ?? 1) > 1) throw new MegahubError("UNSUPPORTED", "OpenBA (encoder-decoder) is written with PP 1 only");
+  if (job.format === "torch_dist") throw new MegahubError("UNSUPPORTED", "OpenBA (encoder-decoder) is written in the legacy torch format only (--format torch)");
   return { architecture: "openba", ...(await reshardMegatron(job)) };
 }
 
@@ -70,6 +101,7 @@ export interface AnyToMegatronJob extends ToMegatronJob {
   pp?: number;
   vpp?: number;
   spec?: "local" | "te";
+  format?: MegatronOutFormat;
 }
 
 export type AnyToMegatronResult = ({ architecture: "openba" } & ToMegatronResult) | (McoreMegatronResult & { args: Record<string, unknown> });
@@ -82,6 +114,8 @@ export async function toMegatronAny(job: AnyToMegatronJob): Promise<AnyToMegatro
   if (detectArch(hf.tensors.keys(), "hf", join(job.input)) === "gpt") {
     return hfGptToMegatron({ ...job, pp: job.pp ?? 1, vpp: job.vpp ?? 1 });
   }
-  if ((job.pp ?? 1) > 1 || (job.vpp ?? 1) > 1 || job.spec) throw new MegahubError("UNSUPPORTED", "OpenBA (encoder-decoder) is written with PP 1 and its own names only");
+  if ((job.pp ?? 1) > 1 || (job.vpp ?? 1) > 1 || job.spec || job.format === "torch_dist") {
+    throw new MegahubError("UNSUPPORTED", "OpenBA (encoder-decoder) is written with PP 1, its own names and the legacy torch format only");
+  }
   return { architecture: "openba", ...(await hfToMegatron(job)) };
 }

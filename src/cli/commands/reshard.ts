@@ -1,14 +1,15 @@
 import { reshardAny } from "../../ops/dispatch.js";
-import { MEGATRON_OUT_OPTIONS, megatronOutJob, stringOpt, type Command } from "../command.js";
+import { FORMAT_DETAIL, MEGATRON_OUT_OPTIONS, megatronOutJob, stringOpt, type Command } from "../command.js";
 import { formatBytes, layoutText, table } from "../format.js";
 
 export const reshardCommand: Command = {
   name: "reshard",
   summary: "re-split a Megatron checkpoint to another TP (× PP × VPP for GPT models); writes Megatron checkpoints",
   usage:
-    "megahub reshard <megatron-path> --out <dir> --tp N [--pp N] [--vpp N] [--iteration N] [--make-vocab-size-divisible-by K] [--true-vocab-size V] [--tokenizer spiece.model|hf-tokenizer-dir] [--dry-run] [--json]",
+    "megahub reshard <megatron-path> --out <dir> --tp N [--pp N] [--vpp N] [--iteration N] [--make-vocab-size-divisible-by K] [--true-vocab-size V] [--tokenizer spiece.model|hf-tokenizer-dir] [--format torch|torch_dist] [--dry-run] [--json]",
   options: { ...MEGATRON_OUT_OPTIONS, tokenizer: { type: "string" } },
   details: [
+    FORMAT_DETAIL,
     "--pp N / --vpp N    pipeline stages and virtual chunks per stage (Megatron-Core GPT; OpenBA is PP 1)",
     "Optimizer and RNG state are TP-specific and are dropped; resume with --finetune (or --no-load-optim --no-load-rng).",
     "The padded vocabulary follows Megatron's rule for the new TP; the true size comes from --true-vocab-size, else --tokenizer, else args.",
@@ -35,7 +36,7 @@ export const reshardCommand: Command = {
     });
     const to = res.architecture === "gpt" ? layoutText(res.parallel) : `TP ${res.tp}`;
     const from = res.architecture === "gpt" ? layoutText(res.source) : `TP ${res.source.tp}`;
-    out.info(`${job.dryRun ? "plan" : "resharded"}: ${res.source.path} (${from}) → ${dir} (${to})`);
+    out.info(`${job.dryRun ? "plan" : "resharded"}: ${res.source.path} (${from}) → ${dir} (${to}${job.format === "torch_dist" ? ", torch_dist" : ""})`);
     out.info(table(["  file", "bytes"], res.summary.files.map((f) => [`  ${f.path}`, formatBytes(f.bytes)])));
     for (const n of res.summary.notes) out.info(`  note: ${n}`);
     if (res.dropped.length > 0) out.warn(`dropped TP-specific state: ${res.dropped.join(", ")}`);

@@ -4,7 +4,7 @@
  * CRC in a data descriptor after the data, a ZIP64 end record always — so every size is known from the record
  * sizes alone and the file is written front to back without seeking.
  */
-import { open, rm, type FileHandle } from "node:fs/promises";
+import { open, rm } from "node:fs/promises";
 import * as zlib from "node:zlib";
 import { MegahubError } from "../../errors.js";
 
@@ -178,13 +178,31 @@ export async function writeZip(path: string, records: readonly ZipRecord[], opti
   }
 }
 
+/** Where writeZipAt writes: an open file, or memory (zipBytes). */
+export interface ZipSink {
+  write(buffer: Uint8Array, offset: number, length: number, position: number): Promise<{ bytesWritten: number }>;
+}
+
+/** A small archive (a torch.save of a few objects, no tensor data) as bytes in memory. */
+export async function zipBytes(records: readonly ZipRecord[], options: ZipOptions = {}): Promise<Uint8Array> {
+  const out = new Uint8Array(zipLayout(records, options).totalBytes);
+  const sink: ZipSink = {
+    write(buffer, offset, length, position) {
+      out.set(buffer.subarray(offset, offset + length), position);
+      return Promise.resolve({ bytesWritten: length });
+    },
+  };
+  await writeZipAt(sink, 0, records, options, "<memory>");
+  return out;
+}
+
 /**
  * Writes the archive into an open file starting at byte `base` (offsets inside the archive stay relative to its
  * start, as for a standalone file): PyTorch DCP embeds one such archive per tensor chunk in its data files.
  * Returns the archive's size; the caller owns the handle and cleans up on failure.
  */
 export async function writeZipAt(
-  handle: FileHandle,
+  handle: ZipSink,
   base: number,
   records: readonly ZipRecord[],
   options: ZipOptions = {},

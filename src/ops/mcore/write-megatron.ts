@@ -112,7 +112,7 @@ export function planMcoreMegatronFiles(m: McoreModel, rules: readonly ParamRule[
 }
 
 /** Every reason a layout does not fit the model (Megatron-Core divides these evenly). */
-function checkLayout(m: McoreModel, o: McoreWriteOptions): string[] {
+export function checkLayout(m: McoreModel, o: McoreWriteOptions): string[] {
   const d = m.dims;
   const p: string[] = [];
   for (const [name, v] of [["--tp", o.tp], ["--pp", o.pp], ["--vpp", o.vpp]] as const) {
