@@ -138,6 +138,8 @@ describe.skipIf(!hasFixture("dcp", "gpt-tp2-pp2"))("CLI", () => {
     const j = inspect.json<{ format: string; optimizer: string; tp: number }>();
     expect([j.format, j.tp]).toEqual(["torch_dist", 2]);
     expect(j.optimizer).toMatch(/dp_reshardable/);
+    const prune = megahub(["prune", fixture("dcp", "gpt-tp2-pp2"), "--out", out(), "--hidden", "8"]);
+    expect(prune.stderr).toMatch(/a torch_dist checkpoint .* reads legacy mp_rank_\* files only/);
     const iter = megahub(["inspect", join(fixture("dcp", "gpt-tp2-pp2"), ITER), "--iteration", "10"]);
     expect(iter.stderr).toMatch(/--iteration applies to a checkpoint root/);
   });
