@@ -148,7 +148,11 @@ async function withRanks(tree: Tree, iteration: number | "release", chosenBy: Me
   if (found.length === 0) {
     // metadata.json is Megatron's torch_dist marker: say so rather than "no ranks" (convert/reshard/inspect read it).
     const dist = await tree.isFile("metadata.json");
-    throw layoutError(dist ? "a torch_dist checkpoint (metadata.json, .distcp): this command reads legacy mp_rank_* files only; convert, reshard and inspect read torch_dist" : "no mp_rank_* directories", tree.name);
+    const inTar = /\.tar(#|$)/i.test(tree.name);
+    const reason = inTar
+      ? "a torch_dist checkpoint (metadata.json, .distcp) inside a .tar: extract it; torch_dist is read from its directory"
+      : "a torch_dist checkpoint (metadata.json, .distcp): this command reads legacy mp_rank_* files only; convert, reshard and inspect read torch_dist";
+    throw layoutError(dist ? reason : "no mp_rank_* directories", tree.name);
   }
   const suffixOf = (r: RankFile) => (/^mp_rank_\d{2}_\d{3}_\d{3}\//.test(r.path) ? 2 : /^mp_rank_\d{2}_\d{3}\//.test(r.path) ? 1 : 0);
   const suffixes = suffixOf(found[0] as RankFile);
