@@ -32,6 +32,6 @@ export { hfToMegatron, type ToMegatronJob } from "./ops/openba/to-megatron.js";
 export { megatronGlobalModel, type GlobalModel } from "./ops/openba/global-model.js";
 export { openHfModel } from "./ops/openba/hf-global.js";
 export { pruneCheckpoint } from "./ops/prune/run.js";
-export { verifyModel, generate, exportOnnx, timeForward } from "./verify/index.js";
+export { verifyModel, generate, exportOnnx, timeForward, diagnoseCuda, cudaVerdict, installCudaProvider } from "./verify/index.js";
 export { pushFolder, pullRepo, startLocalHub } from "./hub/index.js";
 export { main } from "./cli/main.js";

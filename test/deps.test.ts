@@ -15,11 +15,6 @@ const KNOWN = new Set([
   "src/io/tree.ts -> src/formats/tar/index",
   "src/formats/tar/pack.ts -> src/hub/local-files",
   "src/formats/tar/unpack.ts -> src/hub/repo-path",
-  "src/ops/inspect.ts -> src/verify/model-dir",
-  "src/ops/openba/hf-global.ts -> src/verify/model-dir",
-  "src/ops/vocab/run.ts -> src/verify/chat-template",
-  "src/ops/vocab/select.ts -> src/verify/chat-template",
-  "src/ops/vocab/select.ts -> src/verify/tokenizer",
 ]);
 
 function sources(dir: string): string[] {

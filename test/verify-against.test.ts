@@ -1,7 +1,7 @@
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { readModelDir } from "../src/verify/model-dir.js";
+import { readModelDir } from "../src/models/openba/hf-dir.js";
 import { verifyModel } from "../src/verify/verify-model.js";
 import { cleanupHfDirs, copyHfDir, fixtureHfDir, permuteRows, pruneVocabCopy, referencePath, runCli } from "./verify-helpers.js";
 

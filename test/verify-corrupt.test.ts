@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from "vitest";
-import { readModelDir } from "../src/verify/model-dir.js";
+import { readModelDir } from "../src/models/openba/hf-dir.js";
 import { cleanupHfDirs, copyHfDir, fixtureHfDir, permuteRows, referencePath, runCli } from "./verify-helpers.js";
 
 afterAll(cleanupHfDirs);

@@ -4,7 +4,7 @@ import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { convertMegatronToHf } from "../src/ops/openba/convert.js";
-import { readModelDir } from "../src/verify/model-dir.js";
+import { readModelDir } from "../src/models/openba/hf-dir.js";
 
 /** Checkpoints that have reference logits (fixtures/reference/<name>.safetensors). */
 export const REFERENCE_NAMES = ["fp32-tp1", "fp16-tp2", "bf16-tp1"] as const;

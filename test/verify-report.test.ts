@@ -19,6 +19,7 @@ describe("verify --report and the manifest record", () => {
     expect(html).toContain("Histogram of |Δ|");
     expect(html).toContain("Top-1 agreement");
     expect(html).toContain("PASS");
+    expect(html).toMatch(/<h2>Where each node ran \(ORT profiling\)<\/h2>[^]*<td>model \(\d+ nodes\)<\/td><td>CPUExecutionProvider<\/td>/);
     // self-contained: no scripts, no external resources
     expect(html).not.toMatch(/<script|<link|src="http|href="http/);
     // one point per decoder position and row (3 rows × 8 positions)

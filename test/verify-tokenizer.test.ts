@@ -4,8 +4,8 @@ import { existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DEFAULT_CHAT_TEMPLATE, renderChatTemplate, resolveChatTemplate } from "../src/verify/chat-template.js";
-import { loadTokenizer, splitOnSpecials, type Tokenizer } from "../src/verify/tokenizer.js";
+import { DEFAULT_CHAT_TEMPLATE, renderChatTemplate, resolveChatTemplate } from "../src/tokenizers/chat-template.js";
+import { loadTokenizer, splitOnSpecials, type Tokenizer } from "../src/tokenizers/tokenizer.js";
 
 const SPIECE = "fixtures/tokenizer/spiece.model";
 

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { pruneVocab } from "../src/ops/vocab/run.js";
 import { ID_MAP_FILE } from "../src/ops/vocab/remap.js";
 import { openSentencePiece, type SentencePieceEncoder } from "../src/ops/vocab/count.js";
-import { loadTokenizer } from "../src/verify/tokenizer.js";
+import { loadTokenizer } from "../src/tokenizers/tokenizer.js";
 import { fixture } from "./helpers/fixtures.js";
 import { cleanupHfDirs, fixtureHfDir } from "./verify-helpers.js";
 

@@ -33,6 +33,8 @@ export interface DistOptimizer {
 export interface DistSkipped {
   /** `_extra_state` objects (None for the local spec, FP8 metadata for Transformer Engine). */
   readonly extraState: number;
+  /** The modules those objects belong to, as keyed: `decoder.layers.<module>` (stacked), `decoder.layers.<i>.<module>`, `output_layer`. */
+  readonly extraStateModules: ReadonlySet<string>;
   /** `rng_state/…` objects. */
   readonly rng: number;
   /** Other non-model items (rerun state machine, …), by key. */
@@ -48,10 +50,14 @@ export function classifyDistItems(dcp: DcpCheckpoint, common: MegatronCommon): {
   const optim: DcpTensor[] = [];
   let optimObjects = 0;
   let extraState = 0;
+  const extraStateModules = new Set<string>();
   let rng = 0;
   const other: string[] = [];
   const skip = (fqn: string): boolean => {
-    if (fqn.includes("._extra_state")) extraState++;
+    if (fqn.includes("._extra_state")) {
+      extraState++;
+      extraStateModules.add(fqn.slice(0, fqn.indexOf("._extra_state")));
+    }
     else if (fqn.startsWith("rng_state")) rng++;
     else if (fqn.startsWith("optimizer.")) optimObjects++;
     else return false;
@@ -65,7 +71,7 @@ export function classifyDistItems(dcp: DcpCheckpoint, common: MegatronCommon): {
     else model.push(t);
   }
   const optimizer = optim.length + optimObjects > 0 ? describeOptimizer(dcp, common, optim, optimObjects) : undefined;
-  return { model, optimizer, skipped: { extraState, rng, other } };
+  return { model, optimizer, skipped: { extraState, extraStateModules, rng, other } };
 }
 
 function describeOptimizer(dcp: DcpCheckpoint, common: MegatronCommon, optim: readonly DcpTensor[], objects: number): DistOptimizer {

@@ -7,7 +7,7 @@ import { MegahubError } from "../errors.js";
 import type { MegatronDistCheckpoint } from "../checkpoints/megatron-dist.js";
 import { argNumber } from "../formats/megatron/read.js";
 import type { Recipe } from "../plan/recipe.js";
-import type { ParamRule, SpecFlavour } from "./arch.js";
+import { LAYER, type ParamRule, type SpecFlavour } from "./arch.js";
 import { detectGptDims } from "./gpt/dims.js";
 import { GPT_IGNORED, GPT_PARAMS } from "./gpt/spec.js";
 import { checkShapes, featuresOf, resolveKey, spellings, type McoreModel } from "./mcore-global.js";
@@ -67,5 +67,7 @@ export function distMcoreModel(ckpt: MegatronDistCheckpoint, rules: readonly Par
   // torch_dist spells norms the TE way whatever the spec; args say which modules the run had.
   const impl = args?.field("transformer_impl");
   const flavour: SpecFlavour = impl === "local" ? "local" : impl === "transformer_engine" ? "te" : te ? "te" : "local";
-  return { arch: "gpt", dims, features, flavour, tensors, args, trueVocab: argNumber(args, "vocab_size"), notes };
+  // The source's _extra_state modules, as layer patterns, so a strict load of what megahub writes finds the same set.
+  const extraState = new Set([...ckpt.skipped.extraStateModules].map((k) => k.replace(/^decoder\.layers\.(\d+\.)?/, `decoder.layers.${LAYER}.`)));
+  return { arch: "gpt", dims, features, flavour, tensors, args, trueVocab: argNumber(args, "vocab_size"), notes, ...(extraState.size > 0 ? { extraState } : {}) };
 }

@@ -23,6 +23,11 @@ export interface McoreModel {
   /** Tokens with meaning (the other embedding rows are padding), when known. */
   readonly trueVocab?: number | undefined;
   readonly notes: readonly string[];
+  /**
+   * Modules whose `_extra_state` entries the source carried (`decoder.layers.{layer}.self_attention.linear_qkv`,
+   * `output_layer` …): a strict Megatron load expects the same set back. Undefined when the source was not Megatron.
+   */
+  readonly extraState?: ReadonlySet<string> | undefined;
 }
 
 const LAYER_KEY = /^decoder\.layers\.(\d+)\.(.+)$/;
@@ -72,6 +77,7 @@ export function megatronMcoreModel(ckpt: MegatronCheckpoint, rules: readonly Par
   const notes: string[] = [];
   let te = false;
   let offset = 0;
+  const extraState = new Set<string>();
   const untieArg = ckpt.args?.field("untie_embeddings_and_output_weights");
   const groups = stageGroups(ckpt.shards);
   for (const [gi, group] of groups.entries()) {
@@ -81,6 +87,9 @@ export function megatronMcoreModel(ckpt: MegatronCheckpoint, rules: readonly Par
       if (v !== i) throw new MegahubError("MODEL", `stage-local layer numbers are not 0..${locals.length - 1}: found ${locals.join(", ")}`, { file: first.file });
     });
     const isLast = gi === groups.length - 1;
+    for (const key of first.keys) {
+      if (key.endsWith("._extra_state")) extraState.add(key.slice(0, -"._extra_state".length).replace(/^decoder\.layers\.\d+\./, `decoder.layers.${LAYER}.`));
+    }
     for (const key of first.tensors.keys()) {
       if (GPT_IGNORED.some((re) => re.test(key))) continue;
       const hit = resolveKey(key, table, (local) => offset + local);
@@ -131,7 +140,7 @@ export function megatronMcoreModel(ckpt: MegatronCheckpoint, rules: readonly Par
   );
   checkShapes(rules, tensors, dims, features, where);
   const trueVocab = argNumber(ckpt.args, "vocab_size");
-  return { arch: "gpt", dims, features, flavour: te ? "te" : "local", tensors, args: ckpt.args, trueVocab, notes };
+  return { arch: "gpt", dims, features, flavour: te ? "te" : "local", tensors, args: ckpt.args, trueVocab, notes, extraState };
 }
 
 export function featuresOf(tensors: ReadonlyMap<string, unknown>): Features {

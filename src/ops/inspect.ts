@@ -16,7 +16,7 @@ import { openHfDir } from "../checkpoints/hf-safetensors.js";
 import { locateMegatronDist } from "../checkpoints/megatron-dist.js";
 import { inspectMegatronDist } from "./inspect-dist.js";
 import { byteSize } from "../tensors/dtypes.js";
-import { readModelDir } from "../verify/model-dir.js";
+import { readModelDir } from "../models/openba/hf-dir.js";
 import { planMegatronToHf } from "./openba/megatron-to-hf.js";
 
 export interface TensorRow {

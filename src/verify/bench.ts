@@ -1,5 +1,5 @@
 import { openModelGraph } from "./load-graph.js";
-import { readModelDir } from "./model-dir.js";
+import { readModelDir } from "../models/openba/hf-dir.js";
 import type { Device, Optimization, Provider } from "./ort-session.js";
 import { forwardFeeds, readReference, type ForwardInputs } from "./reference.js";
 

@@ -3,13 +3,18 @@ import { join } from "node:path";
 import { encodeModel } from "../formats/onnx/proto.js";
 import { FileSource } from "../io/byte-source.js";
 import { StagedDir } from "../io/atomic.js";
-import { readModelDir, type TensorRef } from "./model-dir.js";
+import { buildGptGraph } from "../models/gpt/onnx-graph.js";
+import { readAnyModelDir } from "./gpt-model-dir.js";
+import type { TensorRef } from "../models/openba/hf-dir.js";
 import { buildOpenBAGraph, IR_VERSION, OPSET, type GraphPart } from "./openba-graph.js";
 
 /** The data file every exported graph points into. */
 export const EXPORT_DATA_FILE = "model.onnx.data";
 
-/** The graphs an export writes: the teacher-forced model, and the encoder/decoder pair generation uses. */
+/**
+ * The graphs an OpenBA export writes: the teacher-forced model, and the encoder/decoder pair generation uses. A
+ * decoder-only model (Llama / Mistral / Qwen2 / Qwen3) gets `model.onnx` alone: input_ids, attention_mask → logits.
+ */
 export const EXPORT_GRAPHS: readonly { file: string; part: GraphPart; logits: "all" | "last" }[] = [
   { file: "model.onnx", part: "seq2seq", logits: "all" },
   { file: "encoder_model.onnx", part: "encoder", logits: "all" },
@@ -35,9 +40,10 @@ export interface ExportResult {
 }
 
 /**
- * Writes an OpenBA HF model dir as ONNX models that onnxruntime loads on its own: `model.onnx` (input_ids,
+ * Writes an HF model dir as ONNX models that onnxruntime loads on its own. OpenBA: `model.onnx` (input_ids,
  * attention_mask, decoder_input_ids → logits), `encoder_model.onnx` and `decoder_model.onnx` (last-position
- * logits), all pointing into one `model.onnx.data` beside them. Weights are copied in their stored dtype (F16/BF16
+ * logits); Llama / Mistral / Qwen2 / Qwen3: `model.onnx` (input_ids, attention_mask → logits [B,S,V], no KV cache).
+ * All point into one `model.onnx.data` beside them. Weights are copied in their stored dtype (F16/BF16
  * are cast to fp32 inside the graph), so the data file is the size of the safetensors. The out dir appears only when
  * complete and must not exist or be empty.
  *
@@ -46,7 +52,7 @@ export interface ExportResult {
  * // then: ort.InferenceSession.create("out/onnx/model.onnx")
  */
 export async function exportOnnx(dir: string, outDir: string, options: ExportOptions = {}): Promise<ExportResult> {
-  const model = await readModelDir(dir);
+  const opened = await readAnyModelDir(dir);
   const placed = new Map<string, { ref: TensorRef; offset: number }>();
   let cursor = 0;
   // Graphs share weights: each tensor is placed once, at the next aligned offset, the first time a graph asks.
@@ -60,10 +66,13 @@ export async function exportOnnx(dir: string, outDir: string, options: ExportOpt
     }
     return { location: EXPORT_DATA_FILE, offset: p.offset, length: ref.length };
   };
-  const graphs = EXPORT_GRAPHS.map((g) => ({
-    file: g.file,
-    bytes: encodeModel(buildOpenBAGraph(model.dims, model.tensors, { part: g.part, logits: g.logits, locate })),
-  }));
+  const graphs =
+    opened.kind === "gpt"
+      ? [{ file: "model.onnx", bytes: encodeModel(buildGptGraph(opened.model.dims, opened.model.tensors, { logits: "all", locate })) }]
+      : EXPORT_GRAPHS.map((g) => ({
+          file: g.file,
+          bytes: encodeModel(buildOpenBAGraph(opened.model.dims, opened.model.tensors, { part: g.part, logits: g.logits, locate })),
+        }));
   const staged = await StagedDir.create(outDir);
   try {
     for (const g of graphs) await writeFile(join(staged.path, g.file), g.bytes);

@@ -1,9 +1,10 @@
 import { MegahubError } from "../errors.js";
-import { renderChatTemplate, resolveChatTemplate, type ChatTemplateSource } from "./chat-template.js";
+import { renderChatTemplate, resolveChatTemplate, type ChatTemplateSource } from "../tokenizers/chat-template.js";
+import { generateGpt } from "./generate-gpt.js";
+import { readAnyModelDir } from "./gpt-model-dir.js";
 import { openModelGraph } from "./load-graph.js";
-import { readModelDir } from "./model-dir.js";
 import type { Device, OrtRunner, Provider } from "./ort-session.js";
-import { loadTokenizer, type Tokenizer } from "./tokenizer.js";
+import { loadTokenizer, type Tokenizer } from "../tokenizers/tokenizer.js";
 
 export interface GenerateOptions {
   /** The user's prompt; it goes through the chat template unless `raw` is set. */
@@ -18,7 +19,7 @@ export interface GenerateOptions {
   chatTemplate?: string;
   /** Tokenize the prompt as is, without a chat template. */
   raw?: boolean;
-  /** Stop when the model emits `</s>`. @default true */
+  /** Stop when the model emits `</s>` (a decoder-only model: any of its eos_token_id). @default true */
   stopAtEos?: boolean;
   /** Called with each new token as it is chosen. */
   onToken?: (id: number, step: number) => void;
@@ -36,6 +37,7 @@ export interface GenerateResult {
   text: string;
   provider: Provider;
   fallbackReason?: string;
+  /** encoderMs is 0 for a decoder-only model (its prompt is part of every step). */
   timings: { sessionMs: number; encoderMs: number; decodeMs: number; perTokenMs: number };
 }
 
@@ -50,7 +52,9 @@ export interface GenerateResult {
  * console.log(r.text, r.provider);
  */
 export async function generate(dir: string, options: GenerateOptions): Promise<GenerateResult> {
-  const model = await readModelDir(dir);
+  const opened = await readAnyModelDir(dir);
+  if (opened.kind === "gpt") return generateGpt(opened.model, options);
+  const model = opened.model;
   const device = options.device ?? "auto";
   const maxNew = options.maxNewTokens ?? 32;
   if (!Number.isSafeInteger(maxNew) || maxNew < 1) throw new RangeError(`maxNewTokens must be ≥ 1, got ${maxNew}`);

@@ -87,11 +87,9 @@ export function remapInputs(x: ForwardInputs, map: ReadonlyMap<number, number>):
       }
       return BigInt(n);
     });
-  return {
-    ...x,
-    inputIds: remap(x.inputIds, "input_ids", x.attentionMask),
-    decoderInputIds: remap(x.decoderInputIds, "decoder_input_ids"),
-  };
+  const inputIds = remap(x.inputIds, "input_ids", x.attentionMask);
+  // A decoder-only batch's decoder ids are its input ids (padding included).
+  return { ...x, inputIds, decoderInputIds: x.decoderOnly === true ? inputIds : remap(x.decoderInputIds, "decoder_input_ids") };
 }
 
 /** Gathers logits [B,T,V] at `ids` along the last axis → [B,T,ids.length]. */

@@ -2,9 +2,11 @@ import { randomBytes } from "node:crypto";
 import { readFile, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { encodeModel } from "../formats/onnx/proto.js";
-import type { OpenBAModelDir } from "./model-dir.js";
+import { buildGptGraph } from "../models/gpt/onnx-graph.js";
+import type { GptModelDir } from "./gpt-model-dir.js";
+import type { OpenBAModelDir } from "../models/openba/hf-dir.js";
 import { buildOpenBAGraph, type GraphPart } from "./openba-graph.js";
-import { openSession, type Device, type Optimization, type OrtRunner } from "./ort-session.js";
+import { openSession, type Device, type Optimization, type OrtRunner, type SessionOptions } from "./ort-session.js";
 
 export interface OpenGraphOptions {
   part: GraphPart;
@@ -14,6 +16,8 @@ export interface OpenGraphOptions {
   optimization?: Optimization;
   /** Told when the graph could not be placed beside the weights and they are read into memory instead. */
   onWarning?: (line: string) => void;
+  /** Profiling (which provider ran each node), TF32, device id. */
+  session?: SessionOptions;
 }
 
 /**
@@ -34,7 +38,28 @@ export async function openModelGraph(model: OpenBAModelDir, options: OpenGraphOp
       locate: (ref) => ({ location: ref.file, offset: ref.offset, length: ref.length }),
     }),
   );
-  const path = join(model.dir, `.megahub-${options.part}-${process.pid}-${randomBytes(4).toString("hex")}.onnx`);
+  return openBesideWeights(model.dir, model.files, onnx, options.part, options);
+}
+
+/** The decoder-only graph of a Llama / Mistral / Qwen2 / Qwen3 dir, opened the same way as {@link openModelGraph}. */
+export async function openGptGraph(model: GptModelDir, options: Omit<OpenGraphOptions, "part">): Promise<OrtRunner> {
+  const onnx = encodeModel(
+    buildGptGraph(model.dims, model.tensors, {
+      logits: options.logits ?? "all",
+      locate: (ref) => ({ location: ref.file, offset: ref.offset, length: ref.length }),
+    }),
+  );
+  return openBesideWeights(model.dir, model.files, onnx, model.dims.family, options);
+}
+
+async function openBesideWeights(
+  dir: string,
+  files: readonly string[],
+  onnx: Uint8Array,
+  label: string,
+  options: Pick<OpenGraphOptions, "device" | "optimization" | "onWarning" | "session">,
+): Promise<OrtRunner> {
+  const path = join(dir, `.megahub-${label}-${process.pid}-${randomBytes(4).toString("hex")}.onnx`);
   let written = false;
   try {
     await writeFile(path, onnx, { flag: "wx" });
@@ -42,19 +67,15 @@ export async function openModelGraph(model: OpenBAModelDir, options: OpenGraphOp
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code !== "EACCES" && code !== "EROFS" && code !== "EPERM") throw e;
-    options.onWarning?.(
-      `${model.dir} is not writable (${code}); reading ${model.files.length} weight file(s) into memory for ONNX Runtime`,
-    );
+    options.onWarning?.(`${dir} is not writable (${code}); reading ${files.length} weight file(s) into memory for ONNX Runtime`);
   }
   if (written) {
     try {
-      return await openSession(path, options.device, options.optimization);
+      return await openSession(path, options.device, options.optimization, options.session);
     } finally {
       await unlink(path).catch(() => undefined);
     }
   }
-  const externalData = await Promise.all(
-    model.files.map(async (file) => ({ path: file, data: await readFile(join(model.dir, file)) })),
-  );
-  return openSession({ bytes: onnx, externalData }, options.device, options.optimization);
+  const externalData = await Promise.all(files.map(async (file) => ({ path: file, data: await readFile(join(dir, file)) })));
+  return openSession({ bytes: onnx, externalData }, options.device, options.optimization, options.session);
 }

@@ -1,7 +1,7 @@
 import { attr, GraphBuilder } from "../formats/onnx/graph-builder.js";
 import type { OnnxExternalData, OnnxModel } from "../formats/onnx/proto.js";
 import { DTYPES } from "../tensors/dtypes.js";
-import type { OpenBADims, TensorRef } from "./model-dir.js";
+import type { OpenBADims, TensorRef } from "../models/openba/hf-dir.js";
 
 /**
  * Opset 17, explicit ops. Why not the fused Attention / RotaryEmbedding / RMSNormalization of opset 23:

@@ -1,8 +1,15 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { MegahubError } from "../errors.js";
+import { cudaVerdict, diagnoseCuda } from "./cuda-doctor.js";
+import { parseOrtError } from "./ort-errors.js";
+import { locateOrt, requireOrt, type Ort, type OrtInstall } from "./ort-locate.js";
+import { readPlacement, type Placement } from "./placement.js";
 
 /**
- * The only file that imports onnxruntime-node, and only when a session is opened: `megahub --help`, convert and the
- * Hub commands never load its 60 MB native library.
+ * The only file that opens ORT sessions, and ORT is only loaded when one is opened: `megahub --help`, convert and
+ * the Hub commands never load its native library. Which onnxruntime-node is used: ort-locate.ts.
  */
 
 /** Which execution provider to ask for. "auto" tries CUDA and falls back to CPU, saying so. */
@@ -35,9 +42,13 @@ export interface FloatOutput {
 /** An open inference session on one provider. */
 export interface OrtRunner {
   readonly provider: Provider;
-  /** Why CUDA was not used when device was "auto" and CPU ran instead. */
+  /** Why CUDA was not used when device was "auto" and CPU ran instead: the doctor's verdict. */
   readonly fallbackReason?: string;
+  /** Whether CUDA's fp32 matmuls may use TF32 in this session (false on CPU). */
+  readonly tf32: boolean;
   run(feeds: Readonly<Record<string, Feed>>): Promise<Record<string, FloatOutput>>;
+  /** With `profile`: stops profiling and says which provider ran each node so far (undefined without). */
+  endProfiling(): Promise<Placement | undefined>;
   release(): Promise<void>;
 }
 
@@ -47,74 +58,119 @@ export interface InMemoryModel {
   externalData: { path: string; data: Uint8Array }[];
 }
 
-export const CUDA_INSTALL_HINT =
-  "onnxruntime-node ships without its CUDA provider libraries. Where a network allows, fetch them with " +
-  "`ONNXRUNTIME_NODE_INSTALL=cuda12 node node_modules/onnxruntime-node/script/install.js` (CUDA 12 and cuDNN 9 " +
-  "must be installed on the machine), or use --device cpu";
+/** Per-session choices beyond the device and the optimisation level. */
+export interface SessionOptions {
+  /** Record which provider ran each node (ORT profiling); read it with `runner.endProfiling()`. */
+  profile?: boolean;
+  /**
+   * Let CUDA's fp32 matmuls use TF32 (10-bit mantissa). Off by default: ORT's CUDA EP enables TF32 and the Node
+   * binding cannot turn it off, so megahub sets NVIDIA_TF32_OVERRIDE=0 before CUDA loads. The choice is made once per
+   * process (CUDA reads the variable when it starts); asking for the other setting later is an error.
+   */
+  tf32?: boolean;
+  /** @default 0 */
+  deviceId?: number;
+}
 
-type Ort = typeof import("onnxruntime-node");
-let ortPromise: Promise<Ort> | undefined;
+let ortCache: { dir: string; ort: Ort } | undefined;
+let tf32Fixed: boolean | undefined;
 
-async function loadOrt(): Promise<Ort> {
-  ortPromise ??= import("onnxruntime-node").then((m) => {
-    const ort = ((m as { default?: Ort }).default ?? m) as Ort;
-    // Without this the native logger prints "Failed to load library …providers_shared.so" on every CUDA probe;
-    // we report the fallback ourselves.
+function loadOrt(install: OrtInstall): Ort {
+  if (ortCache?.dir !== install.packageDir) {
+    const ort = requireOrt(install);
+    // Without this the native logger prints "Failed to load library …" on every CUDA attempt; the diagnosis
+    // (cuda-doctor.ts) reports the cause itself.
     ort.env.logLevel = "fatal";
-    return ort;
-  });
-  return ortPromise;
+    ortCache = { dir: install.packageDir, ort };
+  }
+  return ortCache.ort;
 }
 
 /**
- * Opens a session on the requested device. "cuda" fails with a DEVICE error naming the cause and how to install
- * the CUDA libraries; "auto" catches the same failure (onnxruntime-node rejects at session creation when the
- * provider library cannot be loaded — there is no silent fallback), retries on CPU and records why.
+ * Sets NVIDIA_TF32_OVERRIDE for the CUDA libraries before a CUDA session. Once one has opened, CUDA has read it, so
+ * a later session asking for the other setting is refused rather than silently given the first one.
+ */
+function fixTf32(allow: boolean): void {
+  if (tf32Fixed !== undefined && tf32Fixed !== allow) {
+    throw new MegahubError(
+      "USAGE",
+      `TF32 was already ${tf32Fixed ? "allowed" : "turned off"} for this process by an earlier CUDA session (CUDA reads ` +
+        "NVIDIA_TF32_OVERRIDE once); run the other setting in a new process",
+    );
+  }
+  if (allow) delete process.env.NVIDIA_TF32_OVERRIDE;
+  else process.env.NVIDIA_TF32_OVERRIDE = "0";
+}
+
+/**
+ * Opens a session on the requested device. CUDA is only tried when the provider files of the core's exact version
+ * sit beside the core (a mismatched provider crashes ORT). "cuda" fails with a DEVICE error carrying the doctor's
+ * verdict (cause and fix, ORT's own words included); "auto" falls back to CPU and records the cause.
  */
 export async function openSession(
   model: string | InMemoryModel,
   device: Device,
   optimization: Optimization = "basic",
+  options: SessionOptions = {},
 ): Promise<OrtRunner> {
-  const ort = await loadOrt();
-  const create = (providers: Provider[]) => {
-    const options = {
+  const install = locateOrt();
+  const tf32 = options.tf32 ?? false;
+  if (device !== "cpu") fixTf32(tf32);
+  const ort = loadOrt(install);
+  const profileDir = options.profile ? await mkdtemp(join(tmpdir(), "megahub-ort-profile-")) : undefined;
+  const create = (providers: ("cpu" | { name: "cuda"; deviceId: number })[]) => {
+    const sessionOptions = {
       executionProviders: providers,
       graphOptimizationLevel: optimization,
+      ...(profileDir !== undefined ? { enableProfiling: true, profileFilePrefix: join(profileDir, "profile") } : {}),
       ...(typeof model === "string" ? {} : { externalData: model.externalData }),
     };
     return typeof model === "string"
-      ? ort.InferenceSession.create(model, options)
-      : ort.InferenceSession.create(model.bytes, options);
+      ? ort.InferenceSession.create(model, sessionOptions)
+      : ort.InferenceSession.create(model.bytes, sessionOptions);
   };
-  if (device === "cpu") {
-    return wrap(ort, await create(["cpu"]), "cpu");
-  }
   try {
-    return wrap(ort, await create(["cuda"]), "cuda");
-  } catch (e) {
-    const reason = firstLine(e);
-    if (device === "cuda") {
-      throw new MegahubError("DEVICE", `CUDA execution provider unavailable (${reason}). ${CUDA_INSTALL_HINT}`);
+    if (device === "cpu") return wrap(ort, await create(["cpu"]), { provider: "cpu", tf32: false, profileDir });
+    const pre = await diagnoseCuda({ staticOnly: true });
+    let reason: string;
+    if (pre.usable) {
+      try {
+        const session = await create([{ name: "cuda", deviceId: options.deviceId ?? 0 }]);
+        tf32Fixed = tf32;
+        return wrap(ort, session, { provider: "cuda", tf32, profileDir });
+      } catch (e) {
+        const failure = parseOrtError(e instanceof Error ? e.message : String(e));
+        const d = await diagnoseCuda({ probe: false, failure, ...(options.deviceId !== undefined ? { deviceId: options.deviceId } : {}) });
+        // The doctor's probe runs in a fresh process; should it succeed where this process failed, say both.
+        reason = d.usable
+          ? `CUDA execution provider unavailable in this process: ${failure.text} (a fresh process opened a CUDA session: run megahub doctor)`
+          : cudaVerdict(d);
+      }
+    } else {
+      reason = cudaVerdict(pre);
     }
-    return wrap(ort, await create(["cpu"]), "cpu", reason);
+    if (device === "cuda") throw new MegahubError("DEVICE", reason);
+    return wrap(ort, await create(["cpu"]), { provider: "cpu", tf32: false, profileDir, fallbackReason: reason });
+  } catch (e) {
+    if (profileDir !== undefined) await rm(profileDir, { recursive: true, force: true });
+    throw e;
   }
-}
-
-function firstLine(e: unknown): string {
-  const msg = e instanceof Error ? e.message : String(e);
-  return (msg.split("\n")[0] ?? msg).trim();
 }
 
 function wrap(
   ort: Ort,
   session: Awaited<ReturnType<Ort["InferenceSession"]["create"]>>,
-  provider: Provider,
-  fallbackReason?: string,
+  how: { provider: Provider; tf32: boolean; profileDir: string | undefined; fallbackReason?: string },
 ): OrtRunner {
+  const { profileDir } = how;
+  let ended = false;
+  const cleanup = async () => {
+    if (profileDir !== undefined) await rm(profileDir, { recursive: true, force: true });
+  };
   return {
-    provider,
-    ...(fallbackReason !== undefined ? { fallbackReason } : {}),
+    provider: how.provider,
+    tf32: how.tf32,
+    ...(how.fallbackReason !== undefined ? { fallbackReason: how.fallbackReason } : {}),
     async run(feeds) {
       const inputs: Record<string, InstanceType<Ort["Tensor"]>> = {};
       for (const [name, f] of Object.entries(feeds)) {
@@ -130,6 +186,18 @@ function wrap(
       }
       return result;
     },
-    release: () => session.release(),
+    async endProfiling() {
+      if (profileDir === undefined || ended) return undefined;
+      ended = true;
+      session.endProfiling();
+      return readPlacement(profileDir);
+    },
+    async release() {
+      try {
+        await session.release();
+      } finally {
+        await cleanup();
+      }
+    },
   };
 }

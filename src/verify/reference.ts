@@ -11,6 +11,11 @@ export interface ForwardInputs {
   inputIds: BigInt64Array;
   attentionMask: BigInt64Array;
   decoderInputIds: BigInt64Array;
+  /**
+   * A decoder-only model's inputs (the file has no decoder_input_ids): logits are per input_ids position, so
+   * decoderLength = encoderLength and decoderInputIds is input_ids itself.
+   */
+  decoderOnly?: boolean;
 }
 
 /** A reference file: inputs plus the logits [B, T, V] an independent implementation produced for them. */
@@ -24,7 +29,8 @@ export interface ReferenceLogits extends ForwardInputs {
 /**
  * Reads a reference safetensors file: `input_ids` I64 [B,S], optional `attention_mask` [B,S] (any integer or bool
  * dtype; all ones when absent), `decoder_input_ids` I64 [B,T] and, unless `requireLogits` is false, `logits` F32
- * [B,T,V]. Shapes are cross-checked so a mismatch fails here, not as a confusing ORT error.
+ * [B,T,V]. Without `decoder_input_ids` the file is a decoder-only model's (scripts/gpt_reference.py): T = S and the
+ * logits are per input position. Shapes are cross-checked so a mismatch fails here, not as a confusing ORT error.
  */
 export async function readReference(path: string, requireLogits: true): Promise<ReferenceLogits>;
 export async function readReference(path: string, requireLogits: false): Promise<ForwardInputs>;
@@ -37,7 +43,8 @@ export async function readReference(path: string, requireLogits: boolean): Promi
   try {
     const st = await readSafetensors(source);
     const ids = await readInts(st, "input_ids", path, true);
-    const dec = await readInts(st, "decoder_input_ids", path, true);
+    const decoderOnly = st.get("decoder_input_ids") === undefined;
+    const dec = decoderOnly ? ids : await readInts(st, "decoder_input_ids", path, true);
     const [B = 0, S = 0] = ids.shape;
     const [B2 = 0, T = 0] = dec.shape;
     if (ids.shape.length !== 2 || dec.shape.length !== 2 || B !== B2) {
@@ -56,6 +63,7 @@ export async function readReference(path: string, requireLogits: boolean): Promi
       inputIds: ids.data,
       attentionMask: mask?.data ?? new BigInt64Array(B * S).fill(1n),
       decoderInputIds: dec.data,
+      ...(decoderOnly ? { decoderOnly: true } : {}),
     };
     if (!requireLogits) return inputs;
     const e = st.get("logits");
@@ -112,8 +120,14 @@ async function readInts(
   return { shape: e.shape, data: out };
 }
 
-/** The ORT feeds of a forward pass. */
+/** The ORT feeds of a forward pass (a decoder-only graph takes input_ids and attention_mask only). */
 export function forwardFeeds(x: ForwardInputs): Record<string, Feed> {
+  if (x.decoderOnly === true) {
+    return {
+      input_ids: { type: "int64", data: x.inputIds, dims: [x.batch, x.encoderLength] },
+      attention_mask: { type: "int64", data: x.attentionMask, dims: [x.batch, x.encoderLength] },
+    };
+  }
   return {
     input_ids: { type: "int64", data: x.inputIds, dims: [x.batch, x.encoderLength] },
     attention_mask: { type: "int64", data: x.attentionMask, dims: [x.batch, x.encoderLength] },

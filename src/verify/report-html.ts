@@ -1,4 +1,5 @@
 import type { LogitMetrics } from "./metrics.js";
+import type { Placement } from "./placement.js";
 import { maxAbsBound, type Tolerance } from "./tolerances.js";
 
 /** What the report shows; a subset of VerifyResult so the report does not depend on how it was produced. */
@@ -10,6 +11,11 @@ export interface ReportInput {
   reference: string;
   provider: string;
   fallbackReason?: string;
+  /** CUDA allowed TF32 for fp32 matmuls. */
+  tf32?: boolean;
+  /** Which provider ran each node (ORT profiling). */
+  placement?: Placement;
+  referencePlacement?: Placement;
   dtype: string;
   tolerance: Tolerance;
   metrics: LogitMetrics;
@@ -66,11 +72,12 @@ table{border-collapse:collapse;margin:.5rem 0}td,th{padding:.2rem .6rem;border-b
 <table>
 <tr><th>model</th><td>${esc(r.model)}</td></tr>
 <tr><th>reference</th><td>${esc(r.reference)}</td></tr>
-<tr><th>execution provider</th><td>${esc(r.provider)}${r.fallbackReason ? ` (CUDA unavailable: ${esc(r.fallbackReason)})` : ""}</td></tr>
+<tr><th>execution provider</th><td>${esc(r.provider)}${r.provider === "cuda" ? (r.tf32 ? ", TF32 allowed (--tf32)" : ", TF32 off") : ""}${r.fallbackReason ? ` (ran on CPU: ${esc(r.fallbackReason)})` : ""}</td></tr>
 <tr><th>weights</th><td>${esc(r.dtype)}</td></tr>
 <tr><th>compared</th><td>${m.positions} positions × ${m.vocab} logits</td></tr>
 </table>
 ${(r.notes ?? []).map((n) => `<p class="small">${esc(n)}</p>`).join("\n")}
+${placementTable(r)}
 <h2>Metrics</h2>
 <table><tr><th>metric</th><th>value</th><th>gate</th><th></th></tr>
 ${table}
@@ -87,6 +94,25 @@ ${rows}
 </table>
 </body></html>
 `;
+}
+
+/** One row per provider: how many nodes it ran and of which op types (every node ORT executed is counted). */
+function placementTable(r: ReportInput): string {
+  const one = (label: string, p: Placement) =>
+    p.byProvider
+      .map((x, i) => {
+        const ops = Object.entries(x.ops).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+        return `<tr><td>${i === 0 ? esc(label) : ""}</td><td>${esc(x.provider)}</td><td class="num">${x.nodes}</td>` +
+          `<td class="small">${esc(ops.map(([o, n]) => `${o} ×${n}`).join(", "))}</td></tr>`;
+      })
+      .join("\n");
+  if (!r.placement) return "";
+  const rows = [one(`model (${r.placement.nodes} nodes)`, r.placement)];
+  if (r.referencePlacement) rows.push(one(`reference model (${r.referencePlacement.nodes} nodes)`, r.referencePlacement));
+  return `<h2>Where each node ran (ORT profiling)</h2>
+<table><tr><th></th><th>provider</th><th>nodes</th><th>op types</th></tr>
+${rows.join("\n")}
+</table>`;
 }
 
 function positionChart(m: LogitMetrics, atol: number): string {

@@ -59,6 +59,10 @@ const EXACT: Tolerance = {
  *   bf16: max |Δ| 3.2e-2 (0.082·std), min cosine 0.99982, NMSE 1.7e-4, KL 1.3e-5, top-1 83 % (the tiny random
  *         models have top-2 margins of ~0.01, inside bf16's noise; real models' margins are far larger).
  * Gates sit ~3–6× above those and stay scale-free (|Δ| per reference std), so they transfer to real logit scales.
+ * The KL gates rest on a second measurement, of transformers 5.18 itself running natively in fp16/bf16 on CPU
+ * (scripts/gpt_reference.py's tiny Llama / Qwen2 / Qwen3 / Mistral models, logit std 1.2–3.9): fp16 KL up to
+ * 9.9e-6, bf16 up to 8.7e-5 (other metrics inside the gates above: fp16 NMSE ≤ 2.4e-6, max |Δ| ≤ 0.008·std; bf16
+ * NMSE ≤ 1.2e-4, max |Δ| ≤ 0.061·std, cosine ≥ 0.99979, top-1 ≥ 93 %). The simulation had underestimated KL 10×.
  * Known limit, measured: a q/k flip in one head of the *last* decoder layer moves the bf16 fixture by NMSE 1.4e-4,
  * no more than bf16 rounding itself — a bf16-native reference cannot see it; an fp32 reference ("exact") does.
  */
@@ -70,11 +74,12 @@ export const TOLERANCES = {
       maxAbsPerStd: 0.03,
       minCosine: 0.9999,
       maxNmse: 1e-5,
-      maxMeanKl: 1e-6,
+      maxMeanKl: 5e-5,
       minTop1: 0.99,
       why:
         "fp16 rounding on one side (11 significant bits). Measured worst case on the fixtures: max |Δ| 0.0068·std, " +
-        "NMSE 2.1e-6, KL 1.6e-7, top-1 100 %; gates ~4× above. transformers' fp16 atol/rtol is 5e-3, onnxruntime.md " +
+        "NMSE 2.1e-6, KL 1.6e-7, top-1 100 %; transformers' own fp16 CPU forward: KL ≤ 9.9e-6, NMSE ≤ 2.4e-6; gates " +
+        "~4–5× above. transformers' fp16 atol/rtol is 5e-3, onnxruntime.md " +
         "§6 suggests cosine ≥ 0.999, NMSE ≤ 1e-4, top-1 ≥ 99 % — ours are tighter where the data allows.",
     },
   },
@@ -84,25 +89,60 @@ export const TOLERANCES = {
       maxAbsPerStd: 0.25,
       minCosine: 0.999,
       maxNmse: 1e-3,
-      maxMeanKl: 1e-4,
+      maxMeanKl: 5e-4,
       minTop1: 0.8,
       why:
         "bf16 rounding on one side (8 significant bits, 8× fp16's step). Measured worst case on the fixtures: max " +
-        "|Δ| 0.082·std, cosine 0.99982, NMSE 1.7e-4, KL 1.3e-5, top-1 83 % (near-tied random logits); gates ~3–6× " +
-        "above. Anchors: Megatron-Bridge cosine ≥ 0.98, llama.cpp NMSE < 1e-2, transformers bf16 atol 1e-2. A single " +
+        "|Δ| 0.082·std, cosine 0.99982, NMSE 1.7e-4, KL 1.3e-5, top-1 83 % (near-tied random logits); transformers' " +
+        "own bf16 CPU forward: KL ≤ 8.7e-5, NMSE ≤ 1.2e-4; gates ~3–6× above. Anchors: Megatron-Bridge cosine ≥ 0.98, llama.cpp NMSE < 1e-2, transformers bf16 atol 1e-2. A single " +
         "head error in the last decoder layer is within bf16 noise: verify against an fp32 reference to catch it.",
     },
   },
 } as const satisfies Record<WeightDtype, Record<Comparison, Tolerance>>;
 
-export type AppliedTolerance = Tolerance & { dtype: WeightDtype; comparison: Comparison };
+/**
+ * The gates applied when CUDA may use TF32 for the graph's fp32 matmuls (`verify --tf32`): TF32 keeps 10 explicit
+ * mantissa bits, as fp16 does, and rounds both operands of every matmul (activations too) before an fp32
+ * accumulation. Measured by emulation, not on a GPU (scripts/tf32_emulate.py: the fixtures' reference maths with every
+ * Fn.linear / matmul operand rounded to TF32, round-to-nearest as cuBLAS converts), worst case over fp32-tp1,
+ * bf16-tp1 and fp16-tp2: max |Δ| 0.0055·std, NMSE 1.2e-6, KL 9.1e-8, min cosine 0.9999988, top-1 100 %. Gates sit
+ * 5–11× above (they equal the fp16 lossy row). Known limit: the fixtures' matmuls are short (K ≤ 132); TF32 error
+ * grows with K, so a wide model may need --atol, and it is what --tf32 is opt-in for.
+ */
+export const TF32: Tolerance = {
+  maxAbsPerStd: 0.03,
+  minCosine: 0.9999,
+  maxNmse: 1e-5,
+  maxMeanKl: 1e-6,
+  minTop1: 0.99,
+  why:
+    "TF32 allowed (--tf32): CUDA's fp32 matmuls round both operands to 10 mantissa bits. Emulated on the fixtures " +
+    "(scripts/tf32_emulate.py): max |Δ| 0.0055·std, NMSE 1.2e-6, KL 9.1e-8, top-1 100 %; gates (fp16's lossy row) 5–11× above.",
+};
 
-/** The tolerance for a weight dtype and comparison kind, with an optional absolute --atol override. */
-export function toleranceFor(dtype: Dtype, comparison: Comparison = "exact", atol?: number): AppliedTolerance {
+export type AppliedTolerance = Tolerance & { dtype: WeightDtype; comparison: Comparison; tf32?: boolean };
+
+/**
+ * The tolerance for a weight dtype and comparison kind; `tf32` loosens every gate to at least TF32's (only when the
+ * session really ran on CUDA with TF32 allowed); an absolute --atol override comes last.
+ */
+export function toleranceFor(dtype: Dtype, comparison: Comparison = "exact", atol?: number, tf32 = false): AppliedTolerance {
   const key: WeightDtype = dtype === "F16" || dtype === "BF16" ? dtype : "F32";
-  const base: Tolerance = TOLERANCES[key][comparison];
+  let base: Tolerance = TOLERANCES[key][comparison];
+  if (tf32) {
+    const { maxAbs: _absolute, ...rest } = base;
+    base = {
+      ...rest,
+      maxAbsPerStd: Math.max(base.maxAbsPerStd ?? 0, TF32.maxAbsPerStd ?? 0),
+      minCosine: Math.min(base.minCosine, TF32.minCosine),
+      maxNmse: Math.max(base.maxNmse, TF32.maxNmse),
+      maxMeanKl: Math.max(base.maxMeanKl, TF32.maxMeanKl),
+      minTop1: Math.min(base.minTop1, TF32.minTop1),
+      why: `${base.why} ${TF32.why}`,
+    };
+  }
   const override = atol !== undefined ? { maxAbs: atol, maxAbsPerStd: undefined } : {};
-  return { ...base, ...override, dtype: key, comparison };
+  return { ...base, ...override, dtype: key, comparison, ...(tf32 ? { tf32: true } : {}) };
 }
 
 /** The looser of two dtypes, for comparing two models stored differently. */

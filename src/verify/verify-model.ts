@@ -6,10 +6,11 @@ import { MegahubError } from "../errors.js";
 import { appendVerification, readManifest } from "../plan/manifest.js";
 import type { Dtype } from "../tensors/dtypes.js";
 import { readIdMap, remapInputs, selectVocab, syntheticInputs } from "./inputs.js";
-import { openModelGraph } from "./load-graph.js";
+import { readAnyModelDir, type AnyModelDir } from "./gpt-model-dir.js";
+import { openGptGraph, openModelGraph } from "./load-graph.js";
 import { compareLogits, type LogitMetrics } from "./metrics.js";
-import { readModelDir, type OpenBAModelDir } from "./model-dir.js";
 import type { Device, Provider } from "./ort-session.js";
+import type { Placement } from "./placement.js";
 import { forwardFeeds, readReference, type ForwardInputs } from "./reference.js";
 import { renderReportHtml } from "./report-html.js";
 import { checkTolerance, looserDtype, maxAbsBound, toleranceFor, type AppliedTolerance, type Comparison } from "./tolerances.js";
@@ -33,6 +34,11 @@ export interface VerifyOptions {
   referencePrecision?: "fp32" | "native";
   /** Overrides the max |Δ| gate with an absolute bound. */
   atol?: number;
+  /**
+   * Let CUDA use TF32 for the graph's fp32 matmuls; the TF32 gates then apply (tolerances.ts TF32). Off by default:
+   * NVIDIA_TF32_OVERRIDE=0 is set before CUDA starts. No effect on CPU. @default false
+   */
+  tf32?: boolean;
   /** Write the HTML report here. */
   report?: string;
   /** Append the result to `dir`/megahub.json. @default true */
@@ -46,8 +52,14 @@ export interface VerifyResult {
   model: string;
   reference: string;
   provider: Provider;
-  /** Set when CUDA was asked for (auto) and CPU ran instead: the loader's message. */
+  /** Set when CUDA was asked for (auto) and CPU ran instead: the doctor's verdict (cause and fix). */
   fallbackReason?: string;
+  /** Whether CUDA was allowed TF32 (only ever true on CUDA with --tf32). */
+  tf32: boolean;
+  /** Which provider ran each node of the model under test (ORT profiling). */
+  placement: Placement;
+  /** With `against`: the same for the other model. */
+  referencePlacement?: Placement;
   dtype: Dtype;
   tolerance: AppliedTolerance;
   metrics: LogitMetrics;
@@ -73,7 +85,8 @@ export async function verifyModel(dir: string, options: VerifyOptions): Promise<
     throw new MegahubError("USAGE", "verify needs exactly one of --reference <file> or --against <dir>");
   }
   const device = options.device ?? "auto";
-  const model = await readModelDir(dir);
+  const opened = await readAnyModelDir(dir);
+  const model = opened.model;
   const notes: string[] = [];
   let kind: VerifyResult["kind"];
   let refName: string;
@@ -84,10 +97,12 @@ export async function verifyModel(dir: string, options: VerifyOptions): Promise<
   let dtype: Dtype = model.weightDtype;
   let comparison: Comparison = "exact";
   let run: RunResult;
+  let refRun: RunResult | undefined;
   if (options.reference !== undefined) {
     kind = "reference";
     refName = options.reference;
     const ref = await readReference(options.reference, true);
+    checkInputsFit(opened, ref, options.reference);
     if (ref.vocab !== model.dims.vocab) {
       throw new MegahubError("USAGE", `reference logits have ${ref.vocab} columns but the model has ${model.dims.vocab} rows`, {
         file: options.reference,
@@ -95,23 +110,32 @@ export async function verifyModel(dir: string, options: VerifyOptions): Promise<
     }
     inputs = ref;
     comparison = referenceComparison(options.referencePrecision, ref.computeDtype, model.weightDtype);
-    run = await forward(model, inputs, device, options.onWarning);
+    run = await forward(opened, inputs, device, options);
     testLogits = run.logits;
     refLogits = ref.logits;
     vocab = ref.vocab;
   } else {
     kind = "against";
     refName = options.against as string;
-    const other = await readModelDir(refName);
+    const otherDir = await readAnyModelDir(refName);
+    if (otherDir.kind !== opened.kind) {
+      throw new MegahubError("USAGE", `cannot compare a ${opened.kind} model with a ${otherDir.kind} model`, { file: refName });
+    }
+    const other = otherDir.model;
     dtype = looserDtype(model.weightDtype, other.weightDtype);
     // Both run through the same fp32 graph: only differently rounded weights make the comparison lossy.
     comparison = model.weightDtype === other.weightDtype ? "exact" : "lossy";
     const map = typeof options.idMap === "string" ? await readIdMap(options.idMap) : options.idMap;
     const pool = map ? [...map.keys()].filter((id) => id > 2 && id < other.dims.vocab) : range(3, Math.min(model.dims.vocab, other.dims.vocab));
-    inputs = options.inputs !== undefined ? await readReference(options.inputs, false) : syntheticInputs(pool, other.decoderStartId);
+    if (options.inputs !== undefined) {
+      inputs = await readReference(options.inputs, false);
+      checkInputsFit(opened, inputs, options.inputs);
+    } else {
+      inputs = otherDir.kind === "gpt" ? causalInputs(syntheticInputs(pool, 0)) : syntheticInputs(pool, otherDir.model.decoderStartId);
+    }
     const testInputs = map ? remapInputs(inputs, map) : inputs;
-    const refRun = await forward(other, inputs, device, options.onWarning);
-    run = await forward(model, testInputs, device, options.onWarning);
+    refRun = await forward(otherDir, inputs, device, options);
+    run = await forward(opened, testInputs, device, options);
     const rows = inputs.batch * inputs.decoderLength;
     if (map) {
       // Compare on kept ids, in new-id order: reference column old_k against test column new_k.
@@ -133,8 +157,18 @@ export async function verifyModel(dir: string, options: VerifyOptions): Promise<
     }
     notes.push(...(await prunedNotes(dir, refName)));
   }
-  const tolerance = toleranceFor(dtype, comparison, options.atol);
-  const metrics = compareLogits(testLogits, refLogits, inputs.batch, inputs.decoderLength, vocab);
+  // TF32 only loosens the gates when a CUDA session really ran with it allowed.
+  const tf32 = run.tf32 || (refRun?.tf32 ?? false);
+  const tolerance = toleranceFor(dtype, comparison, options.atol, tf32);
+  // A decoder-only model's logits at padding positions mean nothing (a left-padded query sees no key at all, and
+  // transformers' eager and sdpa paths disagree there): compare where attention_mask is 1.
+  const mask = inputs.attentionMask;
+  const S = inputs.encoderLength;
+  const include = inputs.decoderOnly === true ? (b: number, t: number) => mask[b * S + t] !== 0n : undefined;
+  const metrics = compareLogits(testLogits, refLogits, inputs.batch, inputs.decoderLength, vocab, include);
+  if (include && metrics.positions < inputs.batch * S) {
+    notes.push(`compared at the ${metrics.positions} of ${inputs.batch * S} positions where attention_mask is 1`);
+  }
   const failures = checkTolerance(metrics, tolerance);
   if (failures.length > 0 && kind === "reference" && comparison === "exact" && dtype !== "F32") {
     notes.push(
@@ -149,6 +183,9 @@ export async function verifyModel(dir: string, options: VerifyOptions): Promise<
     reference: refName,
     provider: run.provider,
     ...(run.fallbackReason !== undefined ? { fallbackReason: run.fallbackReason } : {}),
+    tf32,
+    placement: run.placement,
+    ...(refRun ? { referencePlacement: refRun.placement } : {}),
     dtype,
     tolerance,
     metrics,
@@ -189,30 +226,41 @@ interface RunResult {
   logits: Float32Array;
   provider: Provider;
   fallbackReason?: string;
+  tf32: boolean;
+  placement: Placement;
   sessionMs: number;
   forwardMs: number;
 }
 
 /** One teacher-forced forward pass of a model dir. */
 async function forward(
-  model: OpenBAModelDir,
+  opened: AnyModelDir,
   inputs: ForwardInputs,
   device: Device,
-  onWarning?: (line: string) => void,
+  options: Pick<VerifyOptions, "onWarning" | "tf32">,
 ): Promise<RunResult> {
   const t0 = performance.now();
-  const runner = await openModelGraph(model, { part: "seq2seq", device, ...(onWarning ? { onWarning } : {}) });
+  const warn = { ...(options.onWarning ? { onWarning: options.onWarning } : {}), session: { profile: true, tf32: options.tf32 ?? false } };
+  const runner =
+    opened.kind === "gpt"
+      ? await openGptGraph(opened.model, { device, ...warn })
+      : await openModelGraph(opened.model, { part: "seq2seq", device, ...warn });
   const t1 = performance.now();
   try {
     const out = await runner.run(forwardFeeds(inputs));
+    const forwardMs = performance.now() - t1;
     const logits = out.logits;
     if (!logits) throw new MegahubError("VERIFY", "the graph produced no logits");
+    const placement = await runner.endProfiling();
+    if (!placement) throw new MegahubError("VERIFY", "ORT kept no profile of the forward pass");
     return {
       logits: logits.data,
       provider: runner.provider,
+      tf32: runner.tf32,
+      placement,
       ...(runner.fallbackReason !== undefined ? { fallbackReason: runner.fallbackReason } : {}),
       sessionMs: t1 - t0,
-      forwardMs: performance.now() - t1,
+      forwardMs,
     };
   } finally {
     await runner.release();
@@ -246,6 +294,23 @@ function referenceComparison(option: "fp32" | "native" | undefined, computeDtype
   if (option !== undefined) return option === "native" ? "lossy" : "exact";
   const c = computeDtype?.toLowerCase();
   return c === "float16" || c === "f16" || c === "fp16" || c === "bfloat16" || c === "bf16" ? "lossy" : "exact";
+}
+
+/** Decoder-only inputs fit a decoder-only model, encoder-decoder inputs an encoder-decoder one. */
+function checkInputsFit(opened: AnyModelDir, inputs: ForwardInputs, file: string): void {
+  if (opened.kind === "gpt" && inputs.decoderOnly !== true) {
+    throw new MegahubError("USAGE", "the model is decoder-only: the file must not have decoder_input_ids (logits are per input_ids position)", {
+      file,
+    });
+  }
+  if (opened.kind === "openba" && inputs.decoderOnly === true) {
+    throw new MegahubError("USAGE", "the model is encoder-decoder (OpenBA): the file needs decoder_input_ids", { file });
+  }
+}
+
+/** The same rows as a decoder-only batch: logits at every input_ids position. */
+function causalInputs(x: ForwardInputs): ForwardInputs {
+  return { ...x, decoderLength: x.encoderLength, decoderInputIds: x.inputIds, decoderOnly: true };
 }
 
 function range(from: number, to: number): number[] {

@@ -134,6 +134,18 @@ const STEPS: [title: string, run: (c: DemoContext) => Promise<void>][] = [
     },
   ],
   [
+    "GPT family: verify the Llama in ONNX Runtime against logits of an independent torch forward of the Megatron weights",
+    async (c) => {
+      const { verifyModel } = await import("../../verify/verify-model.js");
+      const dir = join(c.base, "llama-hf");
+      const r = await verifyModel(dir, { reference: join(packageRoot(), "fixtures", "gpt", "reference", "demo.safetensors"), device: "auto", onWarning: (l) => c.out.warn(l) });
+      const m = r.metrics;
+      c.out.info(`    provider ${r.provider}; max |Δ| ${m.maxAbs.toExponential(2)}, top-1 ${(m.top1Agreement * 100).toFixed(1)} % → ${r.passed ? "PASS" : "FAIL"}`);
+      c.steps.push({ step: "verify-gpt", passed: r.passed, provider: r.provider, maxAbsDiff: m.maxAbs, top1: m.top1Agreement });
+      if (!r.passed) throw new MegahubError("VERIFY", r.failures.join("; "));
+    },
+  ],
+  [
     "GPT family: reshard TP 2 → TP 1 × PP 2 × VPP 2, then back to HF, bit for bit",
     async (c) => {
       const { convertAny, reshardAny } = await import("../../ops/dispatch.js");

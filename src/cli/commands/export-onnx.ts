@@ -5,12 +5,13 @@ import { exportOnnx } from "../../verify/export-onnx.js";
 
 export const exportOnnxCommand: Command = {
   name: "export-onnx",
-  summary: "write an HF OpenBA model as ONNX (model.onnx, encoder/decoder graphs, one external data file)",
+  summary: "write an HF model as ONNX (model.onnx, OpenBA's encoder/decoder graphs, one external data file)",
   usage: "megahub export-onnx <hf-dir> --out <dir> [--json]",
   options: { out: { type: "string", short: "o" } },
   details: [
     "Writes model.onnx (input_ids, attention_mask, decoder_input_ids → logits), encoder_model.onnx and",
     "decoder_model.onnx (last-position logits for generation), opset 17, all reading model.onnx.data beside them.",
+    "Llama / Mistral / Qwen2 / Qwen3: model.onnx alone (input_ids, attention_mask → logits [B,S,V], no KV cache).",
     "Weights keep their stored dtype; F16/BF16 are cast to fp32 inside the graph. --out must not exist or be empty.",
   ],
   async run(positionals, values, reporter) {

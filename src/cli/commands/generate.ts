@@ -20,6 +20,8 @@ export const generateCommand: Command = {
     "The prompt goes through the chat template: --chat-template <file>, else tokenizer_config.json's chat_template,",
     "else chat_template.jinja, else OpenBA's default `<S> {input} <extra_id_0>`. --raw tokenizes the prompt as is.",
     "Needs spiece.model in <hf-dir>. --max-new-tokens defaults to 32; decoding stops at </s>.",
+    "Llama / Mistral / Qwen2 / Qwen3 dirs use tokenizer.json; without a chat template the prompt is tokenized as is",
+    "(with the tokenizer's BOS), and decoding stops at any eos_token_id of generation_config.json / config.json.",
   ],
   async run(positionals, values, reporter) {
     const [dir, ...extra] = positionals;
@@ -36,7 +38,7 @@ export const generateCommand: Command = {
       raw: values.raw === true,
       onWarning: (line) => reporter.warn(line),
     });
-    if (r.fallbackReason !== undefined) reporter.warn(`CUDA unavailable (${r.fallbackReason}); ran on CPU`);
+    if (r.fallbackReason !== undefined) reporter.warn(`ran on CPU: ${r.fallbackReason}`);
     reporter.info(`prompt (${r.templateSource ?? "raw"} template): ${JSON.stringify(r.renderedPrompt)} → ${r.inputIds.length} tokens`);
     reporter.info(`execution provider: ${r.provider === "cuda" ? "CUDA" : "CPU"}, ${r.timings.perTokenMs.toFixed(1)} ms/token`);
     reporter.info(r.text);

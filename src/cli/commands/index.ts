@@ -21,4 +21,6 @@ export const COMMANDS: Record<string, () => Promise<Command>> = {
   prune: async () => (await import("./prune.js")).pruneCommand,
   vocab: async () => (await import("./vocab.js")).vocabCommand,
   "prune-vocab": async () => (await import("./prune-vocab.js")).pruneVocabCommand,
+  doctor: async () => (await import("./doctor.js")).doctorCommand,
+  gpu: async () => (await import("./gpu.js")).gpuCommand,
 };

@@ -3,6 +3,7 @@ import type { Command } from "../command.js";
 import { stringOpt } from "../command.js";
 import type { Reporter } from "../reporter.js";
 import { isDevice, type Device } from "../../verify/ort-session.js";
+import { describePlacement } from "../../verify/placement.js";
 import { maxAbsBound } from "../../verify/tolerances.js";
 import { verifyModel, type VerifyResult } from "../../verify/verify-model.js";
 
@@ -11,13 +12,14 @@ export const verifyCommand: Command = {
   summary: "run a converted model in ONNX Runtime and compare its logits with a reference or another model",
   usage:
     "megahub verify <hf-dir> (--reference <ref.safetensors> | --against <other-dir> [--inputs <file>] [--id-map <file>]) " +
-    "[--device auto|cuda|cpu] [--reference-precision fp32|native] [--atol X] [--report <file.html>] [--no-record] [--json]",
+    "[--device auto|cuda|cpu] [--tf32] [--reference-precision fp32|native] [--atol X] [--report <file.html>] [--no-record] [--json]",
   options: {
     reference: { type: "string" },
     against: { type: "string" },
     inputs: { type: "string" },
     "id-map": { type: "string" },
     device: { type: "string" },
+    tf32: { type: "boolean" },
     atol: { type: "string" },
     "reference-precision": { type: "string" },
     report: { type: "string" },
@@ -25,10 +27,15 @@ export const verifyCommand: Command = {
   },
   details: [
     "--reference: safetensors with input_ids I64 [B,S], attention_mask [B,S] (optional), decoder_input_ids I64 [B,T]",
-    "             and logits F32 [B,T,V] from an independent implementation.",
+    "             and logits F32 [B,T,V] from an independent implementation. For a decoder-only model (Llama, Mistral,",
+    "             Qwen2, Qwen3) no decoder_input_ids and logits F32 [B,S,V] (scripts/gpt_reference.py writes one with",
+    "             transformers); positions where attention_mask is 0 are not compared.",
     "--against:   run both models on the same inputs (--inputs, or built-in ones); with --id-map (JSON old→new ids",
     "             from vocabulary pruning) compare on the kept ids. <hf-dir> is the new/pruned model.",
-    "--device:    auto (default) tries CUDA and falls back to CPU, saying so; cuda fails when CUDA is unavailable.",
+    "--device:    auto (default) tries CUDA and falls back to CPU, saying why; cuda fails with `megahub doctor`'s verdict.",
+    "--tf32:      let CUDA's fp32 matmuls use TF32 (off by default: NVIDIA_TF32_OVERRIDE=0 is set before CUDA starts);",
+    "             the TF32 gates then apply and the tolerance line says so. No effect on CPU.",
+    "Which provider ran each node (ORT profiling) is printed, and is in --json (placement) and the HTML report.",
     "--reference-precision: fp32 (default) when the reference was computed in fp32 from these weights (exact gates,",
     "             any weight dtype); native when it ran in the weights' F16/BF16 precision (the dtype's looser gates).",
     "Gates: max |Δ|, min cosine, NMSE, mean KL, top-1 (mean and p99 |Δ| are reported); exit 1 on failure.",
@@ -57,6 +64,7 @@ export const verifyCommand: Command = {
       atol,
       report: stringOpt(values, "report"),
       device: device as Device,
+      tf32: values.tf32 === true,
       record: values["no-record"] !== true,
       onWarning: (line) => reporter.warn(line),
     });
@@ -77,16 +85,17 @@ export function printVerifyResult(r: VerifyResult, reporter: Reporter): void {
   const m = r.metrics;
   const t = r.tolerance;
   const e = (x: number) => x.toExponential(2);
-  if (r.fallbackReason !== undefined) {
-    reporter.warn(`CUDA unavailable (${r.fallbackReason}); ran on CPU`);
-  }
+  if (r.fallbackReason !== undefined) reporter.warn(`ran on CPU: ${r.fallbackReason}`);
   reporter.info(`verify ${r.model} against ${r.reference}`);
-  reporter.info(`execution provider: ${r.provider === "cuda" ? "CUDA" : "CPU"}`);
+  const main = r.provider === "cuda" ? "CUDAExecutionProvider" : "CPUExecutionProvider";
+  const tf32 = r.provider === "cuda" ? (r.tf32 ? ", TF32 allowed (--tf32)" : ", TF32 off") : "";
+  reporter.info(`execution provider: ${r.provider === "cuda" ? "CUDA" : "CPU"}${tf32}; ${describePlacement(r.placement, main)}`);
+  if (r.referencePlacement) reporter.info(`  reference model: ${describePlacement(r.referencePlacement, main)}`);
   for (const n of r.notes) reporter.info(n);
   const bound = maxAbsBound(m, t);
   const rel = t.maxAbs === undefined ? ` (${t.maxAbsPerStd ?? 0}·std)` : "";
   reporter.info(
-    `weights ${r.dtype}, ${t.comparison} comparison, tolerance: max |Δ| ≤ ${e(bound)}${rel}, cosine ≥ ${t.minCosine}, ` +
+    `weights ${r.dtype}, ${t.comparison} comparison${t.tf32 ? " + TF32" : ""}, tolerance: max |Δ| ≤ ${e(bound)}${rel}, cosine ≥ ${t.minCosine}, ` +
       `NMSE ≤ ${e(t.maxNmse)}, mean KL ≤ ${e(t.maxMeanKl)}, top-1 ≥ ${(t.minTop1 * 100).toFixed(0)} %`,
   );
   reporter.info(

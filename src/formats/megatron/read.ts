@@ -17,6 +17,8 @@ export interface MegatronShard {
   readonly torch: TorchFile;
   /** Tensors under `model`, keyed by dotted path without the "model." prefix. */
   readonly tensors: ReadonlyMap<string, TorchTensor>;
+  /** The model dict's own keys, non-tensor entries (`_extra_state`) included. */
+  readonly keys: readonly string[];
 }
 
 export interface MegatronCheckpoint {
@@ -55,7 +57,10 @@ export async function openMegatron(path: string, options: { iteration?: number }
       const pp = epFromPp ? 0 : rank.pp;
       const ep = epFromPp ? rank.pp : rank.ep;
       const chunks = modelChunks(torch.root, file);
-      for (const [chunk, model] of chunks) shards.push({ tp: rank.tp, pp, ep, chunk, file, torch, tensors: new Map(walkTensors(model)) });
+      for (const [chunk, model] of chunks) {
+        const keys = model.entries.map(([k]) => k).filter((k): k is string => typeof k === "string");
+        shards.push({ tp: rank.tp, pp, ep, chunk, file, torch, tensors: new Map(walkTensors(model)), keys });
+      }
     }
     shards.sort((a, b) => a.pp - b.pp || (a.chunk ?? 0) - (b.chunk ?? 0) || a.ep - b.ep || a.tp - b.tp);
     const first = shards[0] as MegatronShard;

@@ -1,4 +1,3 @@
-import { MegahubError } from "../../errors.js";
 import { argNumber } from "../../formats/megatron/read.js";
 import { PyFloat, type PyCall, type PyValue } from "../../formats/torch/values.js";
 import type { Dtype } from "../../tensors/dtypes.js";
@@ -121,32 +120,6 @@ export function gptHfConfig(
   if (arch === "qwen2" || arch === "qwen3") Object.assign(config, { use_sliding_window: false, sliding_window: null, max_window_layers: d.layers });
   if (arch === "qwen3") config.attention_bias = f.linearBias;
   return config;
-}
-
-/** The hyper-parameters back from an HF config.json (for to-megatron). */
-export function hyperFromConfig(c: Readonly<Record<string, unknown>>, where: string): GptHyper {
-  const num = (k: string) => (typeof c[k] === "number" ? (c[k] as number) : undefined);
-  const scaling = c.rope_scaling ?? (c.rope_parameters as Record<string, unknown> | undefined);
-  let ropeScaling: GptHyper["ropeScaling"];
-  if (scaling && typeof scaling === "object") {
-    const s = scaling as Record<string, unknown>;
-    const type = s.rope_type ?? s.type;
-    if (type === "llama3" || type === "linear") {
-      ropeScaling = Object.fromEntries(Object.entries(s).filter(([, v]) => typeof v === "number" || typeof v === "string")) as Record<string, number | string>;
-    } else if (type !== undefined && type !== "default") {
-      throw new MegahubError("UNSUPPORTED", `rope scaling "${String(type)}" has no Megatron-Core args counterpart here`, { file: where });
-    }
-  }
-  const theta = num("rope_theta") ?? (typeof c.rope_parameters === "object" && c.rope_parameters ? ((c.rope_parameters as Record<string, unknown>).rope_theta as number | undefined) : undefined);
-  return {
-    normEps: num("rms_norm_eps") ?? 1e-6,
-    ropeTheta: theta ?? 10000,
-    rotaryPercent: num("partial_rotary_factor") ?? 1,
-    ropeScaling,
-    maxPositions: num("max_position_embeddings") ?? 4096,
-    slidingWindow: num("sliding_window") !== undefined && c.use_sliding_window !== false ? num("sliding_window") : undefined,
-    normalization: "RMSNorm",
-  };
 }
 
 /** Megatron-Core args for a GPT model (the fields its GPTModel builder and load_checkpoint read, §6.1). */

@@ -3,8 +3,8 @@ import { openHfDir, type HfDir } from "../../checkpoints/hf-safetensors.js";
 import { MegahubError } from "../../errors.js";
 import { FileSource } from "../../io/byte-source.js";
 import type { Features } from "../../models/arch.js";
-import { detectGptDims } from "../../models/gpt/dims.js";
-import { hyperFromConfig, isHfArch, type GptHyper, type HfArch } from "../../models/gpt/hf-config.js";
+import { gptDims, type GptDims } from "../../models/gpt/config-dims.js";
+import type { GptHyper, HfArch } from "../../models/gpt/hf-config.js";
 import { gptFromHfTensors } from "../../models/gpt/hf-tensors.js";
 import { GPT_PARAMS } from "../../models/gpt/spec.js";
 import { checkShapes, type McoreModel } from "../../models/mcore-global.js";
@@ -17,7 +17,26 @@ export interface OpenedHfGpt {
   close(): Promise<void>;
 }
 
-const int = (c: Readonly<Record<string, unknown>>, k: string) => (typeof c[k] === "number" ? (c[k] as number) : undefined);
+/** The Megatron-side hyper-parameters of an HF model. */
+function hyperOf(g: GptDims, config: Readonly<Record<string, unknown>>): GptHyper {
+  const r = g.rope;
+  const ropeScaling: GptHyper["ropeScaling"] =
+    r.type === "llama3"
+      ? { rope_type: "llama3", factor: r.factor, low_freq_factor: r.lowFreqFactor, high_freq_factor: r.highFreqFactor, original_max_position_embeddings: r.originalMaxPositions }
+      : r.type === "linear"
+        ? { rope_type: "linear", factor: r.factor }
+        : undefined;
+  const max = config.max_position_embeddings;
+  return {
+    normEps: g.rmsEps,
+    ropeTheta: r.theta,
+    rotaryPercent: 1,
+    ropeScaling,
+    maxPositions: typeof max === "number" ? max : 4096,
+    slidingWindow: g.slidingWindow[0] ?? undefined,
+    normalization: "RMSNorm",
+  };
+}
 
 /** An HF Llama / Mistral / Qwen2 / Qwen3 directory as a global Megatron-Core model (byte-range reads, nothing loaded). */
 export async function openHfGpt(dir: string, hf?: HfDir): Promise<OpenedHfGpt> {
@@ -27,58 +46,24 @@ export async function openHfGpt(dir: string, hf?: HfDir): Promise<OpenedHfGpt> {
   const close = () => Promise.all([...sources.values()].map((s) => s.close())).then(() => undefined);
   try {
     for (const f of opened.files) sources.set(f, await FileSource.open(join(dir, f)));
-    const modelType = typeof config.model_type === "string" ? config.model_type : undefined;
-    const hfArch = modelType && isHfArch(modelType) ? modelType : undefined;
-    const tied = config.tie_word_embeddings === true || (config.tie_word_embeddings === undefined && !refs.has("lm_head.weight"));
-    const qkvBias = refs.has("model.layers.0.self_attn.q_proj.bias");
-    const features: Features = {
-      qkvBias,
-      qkNorm: refs.has("model.layers.0.self_attn.q_norm.weight"),
-      linearBias: refs.has("model.layers.0.self_attn.o_proj.bias"),
-      normBias: false,
-      untied: !tied,
-    };
-    const usable = new Map(refs);
-    if (tied) usable.delete("lm_head.weight"); // some saves keep the tied copy; the embedding is the weight
-    const layers = new Set([...refs.keys()].map((n) => /^model\.layers\.(\d+)\./.exec(n)?.[1]).filter((x) => x !== undefined)).size;
-    const shapeOf = (name: string) => refs.get(name)?.shape;
-    const q = shapeOf("model.layers.0.self_attn.q_proj.weight");
-    const k = shapeOf("model.layers.0.self_attn.k_proj.weight");
-    const v = shapeOf("model.layers.0.self_attn.v_proj.weight");
-    const gate = shapeOf("model.layers.0.mlp.gate_proj.weight");
-    const megatronShape = (name: string): readonly number[] | undefined => {
-      const emb = shapeOf("model.embed_tokens.weight");
-      switch (name) {
-        case "embedding.word_embeddings.weight":
-          return emb;
-        case "decoder.layers.0.self_attention.linear_qkv.weight":
-          return q && k && v ? [(q[0] as number) + (k[0] as number) + (v[0] as number), q[1] as number] : undefined;
-        case "decoder.layers.0.self_attention.linear_proj.weight":
-          return shapeOf("model.layers.0.self_attn.o_proj.weight");
-        case "decoder.layers.0.mlp.linear_fc2.weight":
-          return shapeOf("model.layers.0.mlp.down_proj.weight") ?? (gate ? [gate[1] as number, gate[0] as number] : undefined);
-        case "decoder.layers.0.self_attention.q_layernorm.weight":
-          return shapeOf("model.layers.0.self_attn.q_norm.weight");
-        default:
-          return undefined;
-      }
-    };
-    const heads = int(config, "num_attention_heads");
-    const hidden = int(config, "hidden_size");
-    const dims = detectGptDims(
-      megatronShape,
-      layers,
-      { headDim: int(config, "head_dim") ?? (heads && hidden ? hidden / heads : undefined), heads, kvHeads: int(config, "num_key_value_heads") ?? heads },
-      dir,
-    );
-    if (int(config, "num_hidden_layers") !== undefined && int(config, "num_hidden_layers") !== layers) {
-      throw new MegahubError("MODEL", `config.json says ${String(config.num_hidden_layers)} layers, the tensors hold ${layers}`, { file: dir });
+    // config.json read as transformers reads it, every tensor checked against it (one reader for verify and here).
+    const g = gptDims(config, refs, dir);
+    if (g.oBias !== g.mlpBias || (g.oBias && !g.qkvBias)) {
+      throw new MegahubError("UNSUPPORTED", "Megatron-Core has one add_bias_linear switch for every linear: attention and MLP biases must come together", { file: dir });
     }
+    if (new Set(g.slidingWindow).size > 1) {
+      throw new MegahubError("UNSUPPORTED", "a sliding window on some layers only has no Megatron-Core args counterpart", { file: dir });
+    }
+    const hfArch: HfArch = g.family;
+    const features: Features = { qkvBias: g.qkvBias, qkNorm: g.qkNorm, linearBias: g.oBias, normBias: false, untied: !g.tied };
+    const usable = new Map(refs);
+    if (g.tied) usable.delete("lm_head.weight"); // some saves keep the tied copy; the embedding is the weight
+    const dims = { hidden: g.hidden, vocab: g.vocab, ffn: g.ffn, heads: g.heads, kvHeads: g.kvHeads, headDim: g.headDim, layers: g.layers };
     const tensors = gptFromHfTensors(usable, (f) => sources.get(f) as FileSource, dims, features, dir);
     checkShapes(GPT_PARAMS, tensors, dims, features, dir);
     const trueVocab = dims.vocab;
     const model: McoreModel = { arch: "gpt", dims, features, flavour: "local", tensors, trueVocab, notes: [] };
-    return { model, hyper: hyperFromConfig(config, dir), hfArch, config, close };
+    return { model, hyper: hyperOf(g, config), hfArch, config, close };
   } catch (e) {
     await close();
     throw e;

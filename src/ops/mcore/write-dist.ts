@@ -9,11 +9,10 @@ import { planMegatronDist, type DistOutTensor, type DistSplit } from "../../chec
 import { MegahubError } from "../../errors.js";
 import { argNumber } from "../../formats/megatron/read.js";
 import { PyDict, type PyValue } from "../../formats/torch/values.js";
-import { expand, type ExpandedParam, type ParamRule, type TpRule } from "../../models/arch.js";
-import { GPT_EXTRA_STATE } from "../../models/gpt/spec.js";
+import { expand, LAYER, nameAt, type ExpandedParam, type ParamRule, type TpRule } from "../../models/arch.js";
 import type { McoreModel } from "../../models/mcore-global.js";
 import { DEFAULT_DIVISIBLE_BY, vocabPlan } from "../../models/vocab-padding.js";
-import { checkLayout, planMcoreMegatronFiles, withArgs, type McoreWriteOptions, type McoreWritePlan } from "./write-megatron.js";
+import { checkLayout, defaultExtraState, planMcoreMegatronFiles, withArgs, type McoreWriteOptions, type McoreWritePlan } from "./write-megatron.js";
 
 function splitOf(rule: TpRule): DistSplit | undefined {
   if (rule === "replicated") return undefined;
@@ -37,13 +36,13 @@ export async function planMcoreDistFiles(m: McoreModel, rules: readonly ParamRul
     if (!r) throw new MegahubError("MODEL", "missing from the model", { tensor: p.name });
     return { name: p.written, recipe: p.rule.tp === "vocab" ? vocab.resize(r) : r, split: splitOf(p.rule.tp), stage: stageOf(p) };
   });
+  // The source's _extra_state modules (a strict load expects the same set back), or Megatron-Core's for the spec.
   const extraState: { module: string; stage: number }[] = [];
+  const modules = [...(m.extraState ?? defaultExtraState(m.flavour))];
   for (let l = 0; l < d.layers; l++) {
-    for (const mod of [...GPT_EXTRA_STATE.layer, ...(m.flavour === "te" ? GPT_EXTRA_STATE.teLayer : [])]) {
-      extraState.push({ module: `decoder.layers.${l}.${mod}`, stage: Math.floor(l / perStage) });
-    }
+    for (const mod of modules.filter((x) => x.includes(LAYER))) extraState.push({ module: nameAt(mod, l), stage: Math.floor(l / perStage) });
   }
-  for (const mod of GPT_EXTRA_STATE.global) extraState.push({ module: mod, stage: o.pp - 1 });
+  for (const mod of modules.filter((x) => !x.includes(LAYER))) extraState.push({ module: mod, stage: mod.startsWith("embedding.") ? 0 : o.pp - 1 });
   const trueVocab = o.trueVocab ?? m.trueVocab;
   const args = withArgs(m.args, {
     ...o.argsSet,

@@ -4,7 +4,7 @@ import { iterationDirName, rankDirName } from "../../formats/megatron/discover.j
 import { argNumber } from "../../formats/megatron/read.js";
 import { newTensor, torchFileForPlan, type PlannedTorchTensor } from "../../formats/torch/save.js";
 import { PyCall, PyDict, PyFloat, PyGlobal, PyTuple, type PyValue } from "../../formats/torch/values.js";
-import { expand, type ExpandedParam, type ParamRule } from "../../models/arch.js";
+import { expand, LAYER, nameAt, type ExpandedParam, type ParamRule } from "../../models/arch.js";
 import type { McoreModel } from "../../models/mcore-global.js";
 import { GPT_EXTRA_STATE } from "../../models/gpt/spec.js";
 import { splitTp } from "../../models/parallel.js";
@@ -62,6 +62,7 @@ export function planMcoreMegatronFiles(m: McoreModel, rules: readonly ParamRule[
     ...(o.trueVocab ?? m.trueVocab ? { vocab_size: (o.trueVocab ?? m.trueVocab) as number } : {}),
   });
   const dir = iterationDirName(o.iteration);
+  const extraModules = m.extraState ?? defaultExtraState(m.flavour);
   const files: PlannedFile[] = [];
   const embedding = params.find((p) => p.name === "embedding.word_embeddings.weight") as ExpandedParam;
   for (let pp = 0; pp < o.pp; pp++) {
@@ -89,10 +90,13 @@ export function planMcoreMegatronFiles(m: McoreModel, rules: readonly ParamRule[
         }
         // Megatron keeps the tied head's weight on the last stage of a PP > 1 run, filled from the embedding.
         if (last && !m.features.untied && o.pp > 1) state.set("output_layer.weight", tensorFor(embedding, "output_layer.weight"));
-        for (let i = 0; i < perChunk; i++) {
-          for (const mod of [...GPT_EXTRA_STATE.layer, ...(m.flavour === "te" ? GPT_EXTRA_STATE.teLayer : [])]) extra(`decoder.layers.${i}.${mod}`);
+        for (const mod of extraModules) {
+          if (!mod.includes(LAYER)) {
+            if (mod.startsWith("embedding.") ? first : last) extra(mod);
+            continue;
+          }
+          for (let i = 0; i < perChunk; i++) extra(nameAt(mod, i));
         }
-        if (last) GPT_EXTRA_STATE.global.forEach(extra);
         chunks.push([o.vpp > 1 ? `model${v}` : "model", state]);
       }
       const root = new PyDict([
@@ -109,6 +113,12 @@ export function planMcoreMegatronFiles(m: McoreModel, rules: readonly ParamRule[
   files.push({ kind: "text", path: "latest_checkpointed_iteration.txt", content: String(o.iteration) });
   const notes = [vocab.note, "optimizer and RNG state are specific to one parallel layout: not written (load with --finetune or --no-load-optim --no-load-rng)"];
   return { plan: { files, notes }, paddedVocab: vocab.padded, vocabChange: vocab.note };
+}
+
+/** The `_extra_state` modules Megatron-Core's GPT layers register, for a model that did not come from Megatron. */
+export function defaultExtraState(flavour: McoreModel["flavour"]): Set<string> {
+  const layer = [...GPT_EXTRA_STATE.layer, ...(flavour === "te" ? GPT_EXTRA_STATE.teLayer : [])].map((mod) => `decoder.layers.${LAYER}.${mod}`);
+  return new Set([...layer, ...GPT_EXTRA_STATE.global]);
 }
 
 /** Every reason a layout does not fit the model (Megatron-Core divides these evenly). */

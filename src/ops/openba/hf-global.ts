@@ -8,7 +8,7 @@ import { blocks } from "../../plan/execute.js";
 import { readTensor, select, type Recipe } from "../../plan/recipe.js";
 import { castBytes } from "../../tensors/cast.js";
 import { megatronKey, type GlobalModel } from "./global-model.js";
-import { readModelDir } from "../../verify/model-dir.js";
+import { readModelDir } from "../../models/openba/hf-dir.js";
 
 export interface HfModel {
   model: GlobalModel;

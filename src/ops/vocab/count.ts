@@ -12,7 +12,7 @@ import { inlineSink, workerSink } from "./pool.js";
  * Google's sentencepiece, compiled to WebAssembly (@agnai/sentencepiece-js, the build `generate` already uses), for
  * counting exactly as `spm_encode` does: one call per line, no special-token splitting.
  *
- * Why not `src/verify/tokenizer.ts`'s Tokenizer: its `encode` splits OpenBA's special strings out of the text first
+ * Why not `src/tokenizers/tokenizer.ts`'s Tokenizer: its `encode` splits OpenBA's special strings out of the text first
  * (right for prompts, wrong for counting — `spm_encode` and OpenBA's get_vocab_freq.py see `</s>` in a text as
  * plain characters) and builds a JS array per call. The hot loop here walks the returned vector straight into the
  * counts. Why not a tokenizer written in TypeScript: unigram Viterbi, the precompiled NFKC char map and byte fallback

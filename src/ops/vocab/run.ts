@@ -10,7 +10,7 @@ import { paddedVocab } from "../../models/vocab-padding.js";
 import type { ExecuteResult } from "../../plan/execute.js";
 import { summarizePlan, type Plan, type PlannedFile, type PlanSummary } from "../../plan/plan.js";
 import { runPlan } from "../../plan/run.js";
-import { resolveChatTemplate } from "../../verify/chat-template.js";
+import { resolveChatTemplate } from "../../tokenizers/chat-template.js";
 import type { GlobalModel } from "../openba/global-model.js";
 import { openModel, type ModelSource } from "../openba/open-model.js";
 import { planMegatronFiles } from "../openba/megatron-write.js";

@@ -2,8 +2,8 @@ import { readFile } from "node:fs/promises";
 import { MegahubError } from "../../errors.js";
 import { PieceType, type SentencePieceModel } from "../../formats/sentencepiece/model.js";
 import { OPENBA_SPECIAL } from "../../models/openba/spec.js";
-import { renderChatTemplate, type ChatMessage } from "../../verify/chat-template.js";
-import { splitOnSpecials } from "../../verify/tokenizer.js";
+import { renderChatTemplate, type ChatMessage } from "../../tokenizers/chat-template.js";
+import { splitOnSpecials } from "../../tokenizers/tokenizer.js";
 
 /** How many pieces to keep: a count, or the smallest set that covers a share of the corpus tokens. */
 export type KeepRule = { kind: "keep"; pieces: number } | { kind: "coverage"; share: number };

@@ -1,8 +1,8 @@
-import { openHfDir, type TensorRef } from "../checkpoints/hf-safetensors.js";
-import { MegahubError } from "../errors.js";
-import { OPENBA } from "../models/openba/spec.js";
-import type { OpenbaDims } from "../models/openba/dims.js";
-import type { Dtype } from "../tensors/dtypes.js";
+import { openHfDir, type TensorRef } from "../../checkpoints/hf-safetensors.js";
+import { MegahubError } from "../../errors.js";
+import { OPENBA } from "./spec.js";
+import type { OpenbaDims } from "./dims.js";
+import type { Dtype } from "../../tensors/dtypes.js";
 
 export type { TensorRef };
 

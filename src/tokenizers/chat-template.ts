@@ -54,9 +54,14 @@ export async function resolveChatTemplate(
 /**
  * Renders a template for one user prompt (or a whole conversation) with the variables HF passes:
  * `messages`, `add_generation_prompt`, `eos_token`, `pad_token`, `unk_token`, and `input` (the last user message,
- * for simple templates written as `<S> {{ input }} <extra_id_0>`).
+ * for simple templates written as `<S> {{ input }} <extra_id_0>`). `tokens` overrides the special-token strings
+ * (OpenBA's by default) with a tokenizer's own, e.g. `bos_token` for Llama templates.
  */
-export function renderChatTemplate(template: string, prompt: string | readonly ChatMessage[]): string {
+export function renderChatTemplate(
+  template: string,
+  prompt: string | readonly ChatMessage[],
+  tokens: Readonly<Record<string, string>> = {},
+): string {
   const messages = typeof prompt === "string" ? [{ role: "user", content: prompt }] : prompt;
   const lastUser = [...messages].reverse().find((m) => m.role === "user")?.content ?? "";
   try {
@@ -67,6 +72,7 @@ export function renderChatTemplate(template: string, prompt: string | readonly C
       eos_token: "</s>",
       pad_token: "<pad>",
       unk_token: "<unk>",
+      ...tokens,
     });
   } catch (e) {
     throw new MegahubError("USAGE", `chat template failed to render: ${(e as Error).message}`);

@@ -1,0 +1,30 @@
+import { MegahubError } from "../../errors.js";
+import type { Command } from "../command.js";
+import { stringOpt } from "../command.js";
+import { installCudaProvider } from "../../verify/gpu-install.js";
+import { CUDA_PROVIDER_PACKAGE } from "../../verify/ort-locate.js";
+
+export const gpuCommand: Command = {
+  name: "gpu",
+  summary: "install ONNX Runtime's CUDA execution provider beside megahub's ONNX Runtime (gpu install)",
+  usage: "megahub gpu install [--from <dir|file.tgz>] [--json]",
+  options: { from: { type: "string" } },
+  details: [
+    `Without --from: fetches ${CUDA_PROVIDER_PACKAGE.name}@${CUDA_PROVIDER_PACKAGE.version} with npm (ORT`,
+    `${CUDA_PROVIDER_PACKAGE.ortVersion}'s libonnxruntime_providers_cuda.so and _shared.so, about 180 MB), checks the tarball`,
+    "against its pinned integrity, and puts the two files beside ORT's core library.",
+    "--from: a folder (searched a few levels deep) or a .tgz holding the two files — that package's tarball, ORT's",
+    "own onnxruntime-linux-x64-gpu release tgz, or a folder copied from another machine — for offline machines.",
+    "The CUDA provider's ORT version must equal the core's (a mismatched provider crashes ORT): otherwise nothing",
+    "is installed. The provider needs CUDA 13 (cudart, cuBLAS, cuRAND) and an NVIDIA driver; `megahub doctor` checks.",
+  ],
+  async run(positionals, values, reporter) {
+    const [sub, ...extra] = positionals;
+    if (sub !== "install" || extra.length > 0) throw new MegahubError("USAGE", "usage: megahub gpu install [--from <dir|file.tgz>]");
+    const from = stringOpt(values, "from");
+    const r = await installCudaProvider({ ...(from !== undefined ? { from } : {}), onProgress: (l) => reporter.info(l) });
+    reporter.info(`ORT ${r.ortVersion} CUDA provider installed in ${r.binDir} from ${r.source}; run \`megahub doctor\` to check the CUDA libraries`);
+    reporter.result({ ok: true, ...r });
+    return 0;
+  },
+};
