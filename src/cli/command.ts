@@ -61,7 +61,11 @@ export const MEGATRON_OUT_OPTIONS = {
   "true-vocab-size": { type: "string" },
   "dry-run": { type: "boolean" },
   "keep-unknown-globals": { type: "boolean" },
+  format: { type: "string" },
 } satisfies OptionSpec;
+
+/** The --format help line reshard and to-megatron share. */
+export const FORMAT_DETAIL = "--format torch|torch_dist  legacy rank files (default) or Megatron-Core's torch_dist (stacked layers, .distcp; GPT models)";
 
 /** The flag of every command that writes Megatron pickles carrying values from the source. */
 export const KEEP_UNKNOWN_GLOBALS_HELP =
@@ -71,12 +75,14 @@ export const KEEP_UNKNOWN_GLOBALS_HELP =
 export function megatronOutJob(
   values: ParsedValues,
   usage: string,
-): { out: string; tp: number; dryRun: boolean; keepUnknownGlobals: boolean; pp?: number; vpp?: number; ep?: number; iteration?: number; divisibleBy?: number; trueVocab?: number } {
+): { out: string; tp: number; dryRun: boolean; keepUnknownGlobals: boolean; pp?: number; vpp?: number; ep?: number; iteration?: number; divisibleBy?: number; trueVocab?: number; format?: "torch" | "torch_dist" } {
   const out = stringOpt(values, "out");
   const tp = intOpt(values, "tp");
   if (!out || tp === undefined) throw new RangeError(`${usage} needs --out <dir> and --tp N`);
+  const format = stringOpt(values, "format");
+  if (format !== undefined && format !== "torch" && format !== "torch_dist") throw new RangeError(`--format must be torch or torch_dist, got "${format}"`);
   const optional = { pp: "pp", vpp: "vpp", ep: "ep", iteration: "iteration", divisibleBy: "make-vocab-size-divisible-by", trueVocab: "true-vocab-size" };
-  const job: ReturnType<typeof megatronOutJob> = { out, tp, dryRun: values["dry-run"] === true, keepUnknownGlobals: values["keep-unknown-globals"] === true };
+  const job: ReturnType<typeof megatronOutJob> = { out, tp, dryRun: values["dry-run"] === true, keepUnknownGlobals: values["keep-unknown-globals"] === true, ...(format ? { format } : {}) };
   for (const [key, flag] of Object.entries(optional) as [keyof typeof optional, string][]) {
     const v = intOpt(values, flag);
     if (v !== undefined) job[key] = v;

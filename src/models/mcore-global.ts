@@ -37,12 +37,12 @@ export interface McoreModel {
 
 const LAYER_KEY = /^decoder\.layers\.(\d+)\.(.+)$/;
 
-interface Spelling {
+export interface Spelling {
   readonly rule: ParamRule;
   readonly te: boolean;
 }
 
-function spellings(rules: readonly ParamRule[]): Map<string, Spelling> {
+export function spellings(rules: readonly ParamRule[]): Map<string, Spelling> {
   const out = new Map<string, Spelling>();
   for (const rule of rules) {
     rule.megatron.forEach((m, i) => out.set(m, { rule, te: i > 0 }));
@@ -51,7 +51,7 @@ function spellings(rules: readonly ParamRule[]): Map<string, Spelling> {
   return out;
 }
 
-interface Resolved {
+export interface Resolved {
   readonly name: string;
   readonly rule: ParamRule;
   readonly te: boolean;
@@ -64,7 +64,7 @@ interface Resolved {
  * Resolves a key to its rule and canonical name (with `layer` as its layer number and `expert` turning a local
  * expert index into the global one), or undefined when unknown.
  */
-function resolveKey(key: string, table: Map<string, Spelling>, layer: (local: number) => number, expert: (local: number) => number = (j) => j): Resolved | undefined {
+export function resolveKey(key: string, table: Map<string, Spelling>, layer: (local: number) => number, expert: (local: number) => number = (j) => j): Resolved | undefined {
   const ek = expertKey(key);
   const m = LAYER_KEY.exec(ek?.pattern ?? key);
   const pattern = m ? `decoder.layers.${LAYER}.${m[2]}` : key;

@@ -11,6 +11,9 @@ import type { ExpertLayout } from "../models/arch.js";
 import type { AnyHfArch } from "../models/moe/hf-config.js";
 import { detectArch, megatronArchOf, type ArchId } from "../models/registry.js";
 import { convertMcoreToHf, hfGptToMegatron, reshardMcore, type McoreJobResult, type McoreMegatronResult } from "./mcore/jobs.js";
+import { locateMegatronDist, openMegatronDist, type MegatronDistCheckpoint } from "../checkpoints/megatron-dist.js";
+import { convertDistToHf, reshardDist } from "./mcore/dist-jobs.js";
+import type { MegatronOutFormat } from "./mcore/write-dist.js";
 
 export function megatronArch(ckpt: MegatronCheckpoint): ArchId {
   return megatronArchOf(ckpt.shards[0]?.tensors.keys() ?? []);
@@ -20,6 +23,18 @@ async function withCheckpoint<T>(input: string, iteration: number | undefined, f
   const ckpt = await openMegatron(input, iteration === undefined ? {} : { iteration });
   try {
     return await f(ckpt);
+  } finally {
+    await ckpt.close();
+  }
+}
+
+/** Runs `f` on the torch_dist checkpoint at `input` (metadata.json marks one); undefined when it is not one. */
+async function withDist<T>(input: string, iteration: number | undefined, f: (c: MegatronDistCheckpoint) => Promise<T>): Promise<{ value: T } | undefined> {
+  const where = await locateMegatronDist(input, iteration === undefined ? {} : { iteration });
+  if (!where) return undefined;
+  const ckpt = await openMegatronDist(where);
+  try {
+    return { value: await f(ckpt) };
   } finally {
     await ckpt.close();
   }
@@ -36,6 +51,13 @@ export type AnyConvertResult =
 
 /** convert for every architecture: Megatron OpenBA → HF OpenBA, Megatron-Core GPT → HF Llama-family. */
 export async function convertAny(job: AnyConvertJob): Promise<AnyConvertResult> {
+  const dist = await withDist(job.input, job.iteration, async (ckpt) => {
+    if (job.chatTemplate) throw new MegahubError("USAGE", "--chat-template applies to OpenBA; a GPT model's template comes with its --tokenizer directory");
+    const res = await convertDistToHf(ckpt, { ...job, dtype: DTYPE_OPTIONS[job.dtype ?? "keep"] });
+    const source = { path: job.input, iteration: ckpt.iteration, tp: ckpt.parallel.tp, pp: ckpt.parallel.pp, vpp: ckpt.parallel.vpp, unknownGlobals: ckpt.unknownGlobals };
+    return { ...res, out: job.out, source };
+  });
+  if (dist) return dist.value;
   const gpt = await withCheckpoint(job.input, job.iteration, async (ckpt) => {
     if (megatronArch(ckpt) !== "gpt") return undefined;
     if (job.chatTemplate) throw new MegahubError("USAGE", "--chat-template applies to OpenBA; a GPT model's template comes with its --tokenizer directory");
@@ -53,12 +75,20 @@ export interface AnyReshardJob extends ReshardJob {
   vpp?: number;
   /** Expert parallelism of the output (MoE models). */
   ep?: number;
+  /** What to write: legacy rank files (default) or torch_dist (Megatron-Core GPT). */
+  format?: MegatronOutFormat;
 }
 
 export type AnyReshardResult = ({ architecture: "openba" } & ReshardResult) | (McoreMegatronResult & { source: { path: string; iteration: number | "release"; tp: number; pp: number; vpp: number; ep: number } });
 
 /** reshard for every architecture (OpenBA: TP only; GPT: TP × PP × VPP). */
 export async function reshardAny(job: AnyReshardJob): Promise<AnyReshardResult> {
+  const layout = { pp: job.pp ?? 1, vpp: job.vpp ?? 1 };
+  const dist = await withDist(job.input, job.iteration, async (ckpt) => {
+    const res = await reshardDist(ckpt, { ...job, ...layout });
+    return { ...res, source: { path: job.input, iteration: ckpt.iteration, tp: ckpt.parallel.tp, pp: ckpt.parallel.pp, vpp: ckpt.parallel.vpp, ep: ckpt.parallel.ep } };
+  });
+  if (dist) return dist.value;
   const gpt = await withCheckpoint(job.input, job.iteration, async (ckpt) => {
     if (megatronArch(ckpt) !== "gpt") return undefined;
     const res = await reshardMcore(ckpt, { ...job, pp: job.pp ?? 1, vpp: job.vpp ?? 1, ep: job.ep ?? 1 });
@@ -67,6 +97,7 @@ export async function reshardAny(job: AnyReshardJob): Promise<AnyReshardResult> 
   if (gpt) return gpt;
   if ((job.ep ?? 1) > 1) throw new MegahubError("UNSUPPORTED", "--ep applies to mixture-of-experts models; OpenBA has none");
   if ((job.pp ?? 1) > 1 || (job.vpp ?? 1) > 1) throw new MegahubError("UNSUPPORTED", "OpenBA (encoder-decoder) is written with PP 1 only");
+  if (job.format === "torch_dist") throw new MegahubError("UNSUPPORTED", "OpenBA (encoder-decoder) is written in the legacy torch format only (--format torch)");
   return { architecture: "openba", ...(await reshardMegatron(job)) };
 }
 
@@ -77,6 +108,7 @@ export interface AnyToMegatronJob extends ToMegatronJob {
   /** MoE models: expert parallelism and how experts are stored (grouped = TEGroupedMLP, needs spec te). */
   ep?: number;
   experts?: ExpertLayout;
+  format?: MegatronOutFormat;
 }
 
 export type AnyToMegatronResult = ({ architecture: "openba" } & ToMegatronResult) | (McoreMegatronResult & { args: Record<string, unknown> });
@@ -90,6 +122,8 @@ export async function toMegatronAny(job: AnyToMegatronJob): Promise<AnyToMegatro
     return hfGptToMegatron({ ...job, pp: job.pp ?? 1, vpp: job.vpp ?? 1 });
   }
   if ((job.ep ?? 1) > 1 || job.experts) throw new MegahubError("UNSUPPORTED", "--ep and --experts apply to mixture-of-experts models; OpenBA has none");
-  if ((job.pp ?? 1) > 1 || (job.vpp ?? 1) > 1 || job.spec) throw new MegahubError("UNSUPPORTED", "OpenBA (encoder-decoder) is written with PP 1 and its own names only");
+  if ((job.pp ?? 1) > 1 || (job.vpp ?? 1) > 1 || job.spec || job.format === "torch_dist") {
+    throw new MegahubError("UNSUPPORTED", "OpenBA (encoder-decoder) is written with PP 1, its own names and the legacy torch format only");
+  }
   return { architecture: "openba", ...(await hfToMegatron(job)) };
 }

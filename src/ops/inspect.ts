@@ -14,6 +14,8 @@ import { countParams, type OpenbaDims, type ParamCounts } from "../models/openba
 import { megatronArchOf } from "../models/registry.js";
 import { openHfGpt } from "./mcore/open-hf.js";
 import { openHfDir } from "../checkpoints/hf-safetensors.js";
+import { locateMegatronDist } from "../checkpoints/megatron-dist.js";
+import { inspectMegatronDist } from "./inspect-dist.js";
 import { byteSize } from "../tensors/dtypes.js";
 import { readModelDir } from "../models/openba/hf-dir.js";
 import { planMegatronToHf, unvettedGlobalsNote } from "./openba/megatron-to-hf.js";
@@ -29,7 +31,7 @@ export interface TensorRow {
 
 export interface InspectReport {
   path: string;
-  format: "megatron" | "hf-safetensors" | "torch" | "safetensors";
+  format: "megatron" | "torch_dist" | "hf-safetensors" | "torch" | "safetensors";
   iteration?: number | "release";
   tp?: number;
   pp?: number;
@@ -62,6 +64,8 @@ export async function inspectPath(path: string, options: { iteration?: number } 
   if (s.isDirectory() && (await hasFile(join(path, "config.json")))) {
     return inspectHf(path);
   }
+  const dist = await locateMegatronDist(path, options);
+  if (dist) return inspectMegatronDist(path, dist);
   if (s.isFile() && path.endsWith(".safetensors")) {
     return inspectSafetensorsFile(path);
   }

@@ -1,5 +1,5 @@
 import { reshardAny } from "../../ops/dispatch.js";
-import { KEEP_UNKNOWN_GLOBALS_HELP, MEGATRON_OUT_OPTIONS, megatronOutJob, stringOpt, type Command } from "../command.js";
+import { FORMAT_DETAIL, KEEP_UNKNOWN_GLOBALS_HELP, MEGATRON_OUT_OPTIONS, megatronOutJob, stringOpt, type Command } from "../command.js";
 import { formatBytes, layoutText, table } from "../format.js";
 import { unknownGlobalsNote } from "../../formats/torch/sanitize.js";
 import { RUN_DETAILS, RUN_OPTIONS, runControl } from "../run-options.js";
@@ -8,9 +8,10 @@ export const reshardCommand: Command = {
   name: "reshard",
   summary: "re-split a Megatron checkpoint to another TP (× PP × VPP for GPT models); writes Megatron checkpoints",
   usage:
-    "megahub reshard <megatron-path> --out <dir> --tp N [--pp N] [--vpp N] [--ep N] [--iteration N] [--make-vocab-size-divisible-by K] [--true-vocab-size V] [--tokenizer spiece.model|hf-tokenizer-dir] [--keep-unknown-globals] [--dry-run] [--json]",
+    "megahub reshard <megatron-path> --out <dir> --tp N [--pp N] [--vpp N] [--ep N] [--iteration N] [--make-vocab-size-divisible-by K] [--true-vocab-size V] [--tokenizer spiece.model|hf-tokenizer-dir] [--format torch|torch_dist] [--keep-unknown-globals] [--dry-run] [--json]",
   options: { ...MEGATRON_OUT_OPTIONS, ...RUN_OPTIONS, tokenizer: { type: "string" } },
   details: [
+    FORMAT_DETAIL,
     "--pp N / --vpp N    pipeline stages and virtual chunks per stage (Megatron-Core GPT; OpenBA is PP 1)",
     "--ep N              expert parallelism of a mixture-of-experts model (default 1; expert TP follows --tp)",
     "Optimizer and RNG state are TP-specific and are dropped; resume with --finetune (or --no-load-optim --no-load-rng).",
@@ -41,7 +42,7 @@ export const reshardCommand: Command = {
     });
     const to = res.architecture === "gpt" ? layoutText(res.parallel) : `TP ${res.tp}`;
     const from = res.architecture === "gpt" ? layoutText(res.source) : `TP ${res.source.tp}`;
-    out.info(`${job.dryRun ? "plan" : "resharded"}: ${res.source.path} (${from}) → ${dir} (${to})`);
+    out.info(`${job.dryRun ? "plan" : "resharded"}: ${res.source.path} (${from}) → ${dir} (${to}${job.format === "torch_dist" ? ", torch_dist" : ""})`);
     out.info(table(["  file", "bytes"], res.summary.files.map((f) => [`  ${f.path}`, formatBytes(f.bytes)])));
     for (const n of res.summary.notes) out.info(`  note: ${n}`);
     if (res.unknownGlobals.length > 0) out.warn(unknownGlobalsNote(res.unknownGlobals, job.keepUnknownGlobals));

@@ -1,14 +1,15 @@
 import { toMegatronAny } from "../../ops/dispatch.js";
-import { MEGATRON_OUT_OPTIONS, megatronOutJob, stringOpt, type Command } from "../command.js";
+import { FORMAT_DETAIL, MEGATRON_OUT_OPTIONS, megatronOutJob, stringOpt, type Command } from "../command.js";
 import { formatBytes, layoutText, table } from "../format.js";
 import { RUN_DETAILS, RUN_OPTIONS, runControl } from "../run-options.js";
 
 export const toMegatronCommand: Command = {
   name: "to-megatron",
   summary: "convert an HF model (OpenBA, Llama, Mistral, Qwen2, Qwen3) back to a Megatron checkpoint (to continue training)",
-  usage: "megahub to-megatron <hf-dir> --out <dir> --tp N [--pp N] [--vpp N] [--spec local|te] [--ep N] [--experts sequential|grouped] [--iteration N] [--make-vocab-size-divisible-by K] [--true-vocab-size V] [--dry-run] [--json]",
+  usage: "megahub to-megatron <hf-dir> --out <dir> --tp N [--pp N] [--vpp N] [--spec local|te] [--ep N] [--experts sequential|grouped] [--iteration N] [--make-vocab-size-divisible-by K] [--true-vocab-size V] [--format torch|torch_dist] [--dry-run] [--json]",
   options: { ...MEGATRON_OUT_OPTIONS, ...RUN_OPTIONS, spec: { type: "string" }, experts: { type: "string" } },
   details: [
+    FORMAT_DETAIL,
     "--pp N / --vpp N    pipeline stages and virtual chunks per stage (GPT models)",
     "--spec local|te     write Megatron-Core's local-spec names (default) or Transformer Engine's fused-norm names",
     "--ep N              MoE models: expert parallelism (mp_rank_TT[_PPP]_EEE; each EP file also carries the dense weights)",
@@ -27,7 +28,7 @@ export const toMegatronCommand: Command = {
     const res = await toMegatronAny({ input, ...job, ...(spec ? { spec } : {}), ...(experts ? { experts } : {}), control: runControl(values), onProgress: (d, t) => out.progress("to-megatron", d, t) });
     const layout = res.architecture === "gpt" ? res.parallel : { tp: res.tp, pp: 1, vpp: 1 };
     out.result({ ok: true, dryRun: job.dryRun, out: dir, architecture: res.architecture, tp: layout.tp, parallel: layout, paddedVocab: res.paddedVocab, vocab: res.vocabChange, args: res.args, plan: res.summary });
-    out.info(`${job.dryRun ? "plan" : "written"}: ${input} → ${dir} (Megatron, ${layoutText(layout)})`);
+    out.info(`${job.dryRun ? "plan" : "written"}: ${input} → ${dir} (Megatron ${job.format ?? "torch"}, ${layoutText(layout)})`);
     out.info(table(["  file", "bytes"], res.summary.files.map((f) => [`  ${f.path}`, formatBytes(f.bytes)])));
     for (const n of res.summary.notes) out.info(`  note: ${n}`);
     return 0;

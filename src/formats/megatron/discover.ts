@@ -146,7 +146,13 @@ async function withRanks(tree: Tree, iteration: number | "release", chosenBy: Me
     found.push({ tp: Number(m[1]), pp: m[2] === undefined ? 0 : Number(m[2]), ep: m[3] === undefined ? 0 : Number(m[3]), path: file, distribOptim });
   }
   if (found.length === 0) {
-    throw layoutError("no mp_rank_* directories", tree.name);
+    // metadata.json is Megatron's torch_dist marker: say so rather than "no ranks" (convert/reshard/inspect read it).
+    const dist = await tree.isFile("metadata.json");
+    const inTar = /\.tar(#|$)/i.test(tree.name);
+    const reason = inTar
+      ? "a torch_dist checkpoint (metadata.json, .distcp) inside a .tar: extract it; torch_dist is read from its directory"
+      : "a torch_dist checkpoint (metadata.json, .distcp): this command reads legacy mp_rank_* files only; convert, reshard and inspect read torch_dist";
+    throw layoutError(dist ? reason : "no mp_rank_* directories", tree.name);
   }
   const suffixOf = (r: RankFile) => (/^mp_rank_\d{2}_\d{3}_\d{3}\//.test(r.path) ? 2 : /^mp_rank_\d{2}_\d{3}\//.test(r.path) ? 1 : 0);
   const suffixes = suffixOf(found[0] as RankFile);

@@ -10,6 +10,9 @@
  *   spec.tensors: [{ fqn, recipe (the global tensor), chunks?: [{ offsets, sizes, file?, recipe? }] }]
  *       chunks default to one chunk holding the whole tensor; they must tile the global shape exactly; `file`
  *       indexes spec.files; a chunk's bytes come from `recipe` if given, else from a slice of the global recipe.
+ *       A chunk recipe may leave out size-1 axes (one layer of a stacked `decoder.layers.<param>` [L, …] is the
+ *       layer's own [R, C] tensor: the same C-order bytes). Instead of a global recipe, a tensor may give
+ *       `dtype` and `shape` when every chunk has its own recipe (a stacked key built from per-layer tensors).
  *   spec.bytes:   [{ fqn, data: Uint8Array | ByteSource, file? }]  — written verbatim (torch.load must read them)
  *   spec.files:   data file names, default ["__0_0.distcp"]; use `__<rank>_<n>.distcp` to look like a real save.
  *
@@ -40,11 +43,9 @@ export interface DcpOutChunk {
   readonly recipe?: Recipe;
 }
 
-export interface DcpOutTensor {
-  readonly fqn: string;
-  readonly recipe: Recipe;
-  readonly chunks?: readonly DcpOutChunk[];
-}
+export type DcpOutTensor =
+  | { readonly fqn: string; readonly recipe: Recipe; readonly chunks?: readonly DcpOutChunk[] }
+  | { readonly fqn: string; readonly recipe?: undefined; readonly dtype: Dtype; readonly shape: readonly number[]; readonly chunks: readonly DcpOutChunk[] };
 
 export interface DcpOutBytes {
   readonly fqn: string;
@@ -100,13 +101,15 @@ export function planDcp(spec: DcpWriteSpec, dir = ""): PlannedFile[] {
   }
   const pickles = new Map<string, Uint8Array>();
   for (const t of spec.tensors) {
-    const shape = t.recipe.shape;
+    const shape = t.recipe === undefined ? t.shape : t.recipe.shape;
+    const dtype = t.recipe === undefined ? t.dtype : t.recipe.dtype;
     const chunks = t.chunks ?? [{ offsets: shape.map(() => 0), sizes: shape }];
     checkCoverage(t.fqn, shape, chunks, "DCP output");
     const placed = chunks.map((c) => {
-      const recipe = c.recipe ?? sliceBox(t.recipe, c.offsets, c.sizes);
-      if (recipe.dtype !== t.recipe.dtype || recipe.shape.length !== c.sizes.length || recipe.shape.some((d, i) => d !== c.sizes[i])) {
-        throw new MegahubError("USAGE", `chunk recipe is [${recipe.shape.join(", ")}] ${recipe.dtype}, the chunk [${c.sizes.join(", ")}] ${t.recipe.dtype}`, { tensor: t.fqn });
+      const recipe = c.recipe ?? (t.recipe ? sliceBox(t.recipe, c.offsets, c.sizes) : undefined);
+      if (!recipe) throw new MegahubError("USAGE", `chunk [${c.offsets.join(", ")}] has no recipe and the tensor no global one`, { tensor: t.fqn });
+      if (recipe.dtype !== dtype || !sameBlock(recipe.shape, c.sizes)) {
+        throw new MegahubError("USAGE", `chunk recipe is [${recipe.shape.join(", ")}] ${recipe.dtype}, the chunk [${c.sizes.join(", ")}] ${dtype}`, { tensor: t.fqn });
       }
       const pickle = chunkPickle(pickles, recipe.dtype, c.sizes);
       const data = byteSize(recipe.dtype, c.sizes);
@@ -114,7 +117,7 @@ export function planDcp(spec: DcpWriteSpec, dir = ""): PlannedFile[] {
       const entry: Entry = { kind: "chunk", name: `${t.fqn}@[${c.offsets.join(",")}]`, recipe, pickle, data, bytes };
       return { offsets: c.offsets, sizes: c.sizes, slot: place(c.file, entry, t.fqn) };
     });
-    pending.push({ kind: "tensor", fqn: t.fqn, dtype: t.recipe.dtype, shape, chunks: placed });
+    pending.push({ kind: "tensor", fqn: t.fqn, dtype, shape, chunks: placed });
   }
   const sizes = perFile.map((f) => {
     let size = 0;
@@ -135,6 +138,13 @@ export function planDcp(spec: DcpWriteSpec, dir = ""): PlannedFile[] {
   );
   const metadata: TextFile = { kind: "text", path: join(dir, METADATA_FILE), content: dcpMetadataBytes(items, spec) };
   return [...files, metadata];
+}
+
+/** Equal shapes once size-1 axes are left out: the same C-order block of bytes. */
+function sameBlock(a: readonly number[], b: readonly number[]): boolean {
+  if (a.length === b.length) return a.every((d, i) => d === b[i]);
+  const squeeze = (s: readonly number[]) => s.filter((d) => d !== 1).join(",");
+  return !a.includes(0) && !b.includes(0) && squeeze(a) === squeeze(b);
 }
 
 function chunkPickle(cache: Map<string, Uint8Array>, dtype: Dtype, sizes: readonly number[]): Uint8Array {

@@ -211,6 +211,14 @@ export function writeZipAt(handle: FileHandle, base: number, records: readonly Z
   return writeZipTo(fileSink(handle, base), records, options, path);
 }
 
+/** A small archive (common.pt, a few KB) built in memory. */
+export async function zipBytes(records: readonly ZipRecord[], options: ZipOptions = {}): Promise<Uint8Array> {
+  const out = new Uint8Array(zipLayout(records, options).totalBytes);
+  let pos = 0;
+  await writeZipTo({ append: async (b) => void (out.set(b, pos), (pos += b.byteLength)) }, records, options, "<memory>");
+  return out;
+}
+
 /** writeZip into a sink; returns the bytes appended. `name` labels errors. */
 export async function writeZipTo(sink: ZipSink, records: readonly ZipRecord[], options: ZipOptions = {}, name = "<zip>"): Promise<number> {
   const layout = zipLayout(records, options);

@@ -1,5 +1,6 @@
 import { resolve } from "node:path";
-import { planMcoreMegatronFiles, torchDtypeGlobal } from "./write-megatron.js";
+import { torchDtypeGlobal } from "./write-megatron.js";
+import { planMcoreFiles, type MegatronOutFormat } from "./write-dist.js";
 import type { MegatronCheckpoint } from "../../formats/megatron/read.js";
 import { safetensorsHeader } from "../../formats/safetensors/write.js";
 import { PyDict, type PyValue } from "../../formats/torch/values.js";
@@ -46,9 +47,9 @@ export interface McoreJobResult {
   readonly execution?: ExecuteResult;
 }
 
-const headerBytes = (plan: Plan) => summarizePlan(plan, (f) => safetensorsHeader(f).byteLength);
+export const headerBytes = (plan: Plan) => summarizePlan(plan, (f) => safetensorsHeader(f).byteLength);
 
-async function run(plan: Plan, job: McoreJobCommon, step: string, source: { format: string } & Record<string, string | number>, settings: Record<string, unknown>, m: McoreModel, vocab: number) {
+export async function run(plan: Plan, job: McoreJobCommon, step: string, source: { format: string } & Record<string, string | number>, settings: Record<string, unknown>, m: McoreModel, vocab: number) {
   if (job.dryRun) return undefined;
   const parameters = countModelParams(MCORE_PARAMS, { ...m.dims, vocab }, m.features);
   return runPlan(plan, job.out, {
@@ -104,6 +105,8 @@ export interface McoreMegatronJob extends McoreJobCommon, McoreParallel {
   readonly trueVocab?: number | undefined;
   readonly tokenizer?: string | undefined;
   readonly keepUnknownGlobals?: boolean | undefined;
+  /** Legacy rank files (default) or torch_dist. */
+  readonly format?: MegatronOutFormat | undefined;
 }
 
 export interface McoreMegatronResult extends McoreJobResult {
@@ -135,7 +138,7 @@ export async function reshardMcore(ckpt: MegatronCheckpoint, job: McoreMegatronJ
     }
   }
   if (ckpt.distribOptim) dropped.push("distrib_optim.pt (distributed optimizer state)");
-  const written = planMcoreMegatronFiles(m, MCORE_PARAMS, {
+  const written = await planMcoreFiles(m, MCORE_PARAMS, {
     ...job,
     iteration: ckpt.iteration,
     trueVocab,
@@ -149,10 +152,10 @@ export async function reshardMcore(ckpt: MegatronCheckpoint, job: McoreMegatronJ
       ...(m.dims.moe && m.moe ? moeMegatronArgs(m.dims, m.features, m.moe.routing, m.moe.layout, { tp: job.tp, ep: job.ep ?? 1 }) : {}),
     },
     keep,
-  });
+  }, job.format);
   const plan = { ...written.plan, notes: dropped.length > 0 ? [...written.plan.notes, `dropped layout-specific state: ${dropped.join(", ")}`] : written.plan.notes };
   const summary = headerBytes(plan);
-  const settings = { tp: job.tp, pp: job.pp, vpp: job.vpp, ...(m.dims.moe ? { ep: job.ep ?? 1 } : {}), divisibleBy: job.divisibleBy ?? null, trueVocab: trueVocab ?? null };
+  const settings = { tp: job.tp, pp: job.pp, vpp: job.vpp, format: job.format ?? "torch", ...(m.dims.moe ? { ep: job.ep ?? 1 } : {}), divisibleBy: job.divisibleBy ?? null, trueVocab: trueVocab ?? null };
   const execution = await run(plan, job, "reshard", parallelSource(ckpt), settings, m, written.paddedVocab);
   const parameters = countModelParams(MCORE_PARAMS, { ...m.dims, vocab: written.paddedVocab }, m.features);
   return {
@@ -195,9 +198,9 @@ export async function hfGptToMegatron(job: McoreMegatronJob & { spec?: "local" |
       data_parallel_size: ep,
       world_size: job.tp * job.pp * ep,
     };
-    const written = planMcoreMegatronFiles(m, MCORE_PARAMS, { ...job, iteration, divisibleBy, trueVocab, argsSet });
+    const written = await planMcoreFiles(m, MCORE_PARAMS, { ...job, iteration, divisibleBy, trueVocab, argsSet }, job.format);
     const summary = headerBytes(written.plan);
-    const settings = { tp: job.tp, pp: job.pp, vpp: job.vpp, ...(m.dims.moe ? { ep } : {}), iteration, divisibleBy, trueVocab: trueVocab ?? null, spec: m.flavour };
+    const settings = { tp: job.tp, pp: job.pp, vpp: job.vpp, format: job.format ?? "torch", ...(m.dims.moe ? { ep } : {}), iteration, divisibleBy, trueVocab: trueVocab ?? null, spec: m.flavour };
     const execution = await run(written.plan, job, "to-megatron", { format: "hf-safetensors", dtype }, settings, m, written.paddedVocab);
     const parameters = countModelParams(MCORE_PARAMS, { ...m.dims, vocab: written.paddedVocab }, m.features);
     const args = Object.fromEntries(Object.entries({ ...argsSet, padded_vocab_size: written.paddedVocab }).map(([k, v]) => [k, plainArg(v)]));

@@ -145,8 +145,14 @@ export function planMcoreMegatronFiles(m: McoreModel, rules: readonly ParamRule[
   return { plan: { files, notes }, paddedVocab: vocab.padded, vocabChange: vocab.note, unknownGlobals };
 }
 
+/** The `_extra_state` modules Megatron-Core's GPT layers register, for a model that did not come from Megatron. */
+export function defaultExtraState(flavour: McoreModel["flavour"]): Set<string> {
+  const layer = [...GPT_EXTRA_STATE.layer, ...(flavour === "te" ? GPT_EXTRA_STATE.teLayer : [])].map((mod) => `decoder.layers.${LAYER}.${mod}`);
+  return new Set([...layer, ...GPT_EXTRA_STATE.global]);
+}
+
 /** Every reason a layout does not fit the model (Megatron-Core divides these evenly). */
-function checkLayout(m: McoreModel, o: McoreWriteOptions): string[] {
+export function checkLayout(m: McoreModel, o: McoreWriteOptions): string[] {
   const d = m.dims;
   const p: string[] = [];
   const ep = o.ep ?? 1;

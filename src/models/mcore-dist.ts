@@ -1,0 +1,73 @@
+/**
+ * The global model of a Megatron-Core `torch_dist` checkpoint: its tensors are already global (no TP merge, no PP
+ * renumbering: the stacked axis carries global layer numbers), so this only resolves spellings — torch_dist uses
+ * Transformer Engine's norm names for both specs (megatron-core-format.md §2.1) — and checks shapes.
+ */
+import { MegahubError } from "../errors.js";
+import type { MegatronDistCheckpoint } from "../checkpoints/megatron-dist.js";
+import { argNumber } from "../formats/megatron/read.js";
+import type { Recipe } from "../plan/recipe.js";
+import { LAYER, type ParamRule, type SpecFlavour } from "./arch.js";
+import { detectGptDims } from "./gpt/dims.js";
+import { GPT_IGNORED, GPT_PARAMS } from "./gpt/spec.js";
+import { checkShapes, featuresOf, resolveKey, spellings, type McoreModel } from "./mcore-global.js";
+
+/** Builds the global model; every unknown name is listed at once. */
+export function distMcoreModel(ckpt: MegatronDistCheckpoint, rules: readonly ParamRule[] = GPT_PARAMS): McoreModel {
+  const table = spellings(rules);
+  const tensors = new Map<string, Recipe>();
+  const unknown = new Set<string>();
+  const notes: string[] = [];
+  const where = ckpt.name;
+  let te = false;
+  const untieArg = ckpt.args?.field("untie_embeddings_and_output_weights");
+  const layers = new Set<number>();
+  for (const [key, recipe] of ckpt.tensors) {
+    if (GPT_IGNORED.some((re) => re.test(key))) continue;
+    const hit = resolveKey(key, table, (l) => l);
+    if (!hit) {
+      unknown.add(ckpt.storedKeyOf.get(key) ?? key);
+      continue;
+    }
+    te ||= hit.te;
+    const layer = /^decoder\.layers\.(\d+)\./.exec(key)?.[1];
+    if (layer !== undefined) layers.add(Number(layer));
+    if (hit.name === "output_layer.weight" && untieArg === false) {
+      // Megatron replaces a tied head by the embedding in torch_dist; a producer that kept a copy gets the same note as legacy.
+      notes.push("tied embeddings: output_layer.weight is the embedding's copy, not a separate weight");
+      continue;
+    }
+    if (tensors.has(hit.name)) throw new MegahubError("MODEL", `${hit.name} is stored under two spellings`, { file: where, tensor: key });
+    tensors.set(hit.name, recipe);
+  }
+  if (unknown.size > 0) {
+    const list = [...unknown];
+    const hint = list.some((k) => k.includes(".mlp.experts.") || k.includes(".mlp.router.")) ? " (mixture-of-experts layers)" : "";
+    throw new MegahubError("MODEL", `${list.length} tensor keys are not part of Megatron-Core GPT${hint}: ${list.slice(0, 6).join(", ")}${list.length > 6 ? ", …" : ""}`, { file: where });
+  }
+  const count = layers.size;
+  const sorted = [...layers].sort((a, b) => a - b);
+  sorted.forEach((v, i) => {
+    if (v !== i) throw new MegahubError("MODEL", `layer numbers are not 0..${count - 1}: found ${sorted.slice(0, 8).join(", ")}`, { file: where });
+  });
+  const features = featuresOf(tensors);
+  const args = ckpt.args;
+  const gqa = args?.field("group_query_attention");
+  const dims = detectGptDims(
+    (n) => tensors.get(n)?.shape,
+    count,
+    {
+      headDim: argNumber(args, "kv_channels"),
+      heads: argNumber(args, "num_attention_heads"),
+      kvHeads: gqa === true ? argNumber(args, "num_query_groups") : gqa === false ? argNumber(args, "num_attention_heads") : undefined,
+    },
+    where,
+  );
+  checkShapes(rules, tensors, dims, features, where);
+  // torch_dist spells norms the TE way whatever the spec; args say which modules the run had.
+  const impl = args?.field("transformer_impl");
+  const flavour: SpecFlavour = impl === "local" ? "local" : impl === "transformer_engine" ? "te" : te ? "te" : "local";
+  // The source's _extra_state modules, as layer patterns, so a strict load of what megahub writes finds the same set.
+  const extraState = new Set([...ckpt.skipped.extraStateModules].map((k) => k.replace(/^decoder\.layers\.(\d+\.)?/, `decoder.layers.${LAYER}.`)));
+  return { arch: "gpt", dims, features, flavour, tensors, args, trueVocab: argNumber(args, "vocab_size"), notes, ...(extraState.size > 0 ? { extraState } : {}) };
+}

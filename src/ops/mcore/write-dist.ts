@@ -1,0 +1,93 @@
+/**
+ * A Megatron-Core GPT model as a `torch_dist` checkpoint at TP × PP (`reshard --format torch_dist`,
+ * `to-megatron --format torch_dist`): the parameter table gives each tensor's TP split, the layer → stage map
+ * gives its writer, names are Transformer Engine's norm spellings for both specs (the local spec's
+ * sharded_state_dict_keys_map renames them so, megatron-core-format.md §2.1), and `_extra_state` objects are
+ * the ones the source's spec has. No optimizer or RNG state: resume with --no-load-optim --no-load-rng.
+ */
+import { planMegatronDist, type DistOutTensor, type DistSplit } from "../../checkpoints/megatron-dist-write.js";
+import { MegahubError } from "../../errors.js";
+import { argNumber } from "../../formats/megatron/read.js";
+import { sanitizeValue, unknownGlobalsNote } from "../../formats/torch/sanitize.js";
+import { PyCall, PyDict, type PyValue } from "../../formats/torch/values.js";
+import { expand, LAYER, nameAt, type ExpandedParam, type ParamRule, type TpRule } from "../../models/arch.js";
+import type { McoreModel } from "../../models/mcore-global.js";
+import { DEFAULT_DIVISIBLE_BY, vocabPlan } from "../../models/vocab-padding.js";
+import { checkLayout, defaultExtraState, planMcoreMegatronFiles, withArgs, type McoreWriteOptions, type McoreWritePlan } from "./write-megatron.js";
+
+function splitOf(rule: TpRule): DistSplit | undefined {
+  if (rule === "replicated") return undefined;
+  if (rule === "row") return { dim: 1, parts: 1 };
+  if (rule === "column" || rule === "vocab") return { dim: 0, parts: 1 };
+  return { dim: 0, parts: rule.parts };
+}
+
+/** Plans `iter_NNNNNNN/` in torch_dist form (and the tracker) for the model at o.tp × o.pp. */
+export async function planMcoreDistFiles(m: McoreModel, rules: readonly ParamRule[], o: McoreWriteOptions): Promise<McoreWritePlan> {
+  const d = m.dims;
+  const problems = checkLayout(m, o);
+  if (problems.length > 0) throw new MegahubError("USAGE", `TP ${o.tp} × PP ${o.pp}${o.vpp > 1 ? ` × VPP ${o.vpp}` : ""} does not fit: ${problems.join("; ")}`);
+  const divisibleBy = o.divisibleBy ?? argNumber(m.args, "make_vocab_size_divisible_by") ?? DEFAULT_DIVISIBLE_BY;
+  const vocab = vocabPlan(d.vocab, divisibleBy, o.tp, o.trueVocab ?? m.trueVocab);
+  const params = expand(rules, { ...d, vocab: vocab.padded }, m.features, "te");
+  const perStage = d.layers / o.pp;
+  const stageOf = (p: ExpandedParam) => (p.layer !== undefined ? Math.floor(p.layer / perStage) : p.name.startsWith("embedding.") ? 0 : o.pp - 1);
+  const tensors: DistOutTensor[] = params.map((p) => {
+    const r = m.tensors.get(p.name);
+    if (!r) throw new MegahubError("MODEL", "missing from the model", { tensor: p.name });
+    return { name: p.written, recipe: p.rule.tp === "vocab" ? vocab.resize(r) : r, split: splitOf(p.rule.tp), stage: stageOf(p) };
+  });
+  // The source's _extra_state modules (a strict load expects the same set back), or Megatron-Core's for the spec.
+  const extraState: { module: string; stage: number }[] = [];
+  const modules = [...(m.extraState ?? defaultExtraState(m.flavour))];
+  for (let l = 0; l < d.layers; l++) {
+    for (const mod of modules.filter((x) => x.includes(LAYER))) extraState.push({ module: nameAt(mod, l), stage: Math.floor(l / perStage) });
+  }
+  for (const mod of modules.filter((x) => !x.includes(LAYER))) extraState.push({ module: mod, stage: mod.startsWith("embedding.") ? 0 : o.pp - 1 });
+  const trueVocab = o.trueVocab ?? m.trueVocab;
+  // common.pt carries the source's args: strip what torch.load would import and call, as the legacy writer does.
+  const sourceArgs = sanitizeValue(m.args ?? null, { keepUnknown: o.keepUnknownGlobals === true });
+  const unknownGlobals = sourceArgs.dropped;
+  const args = withArgs(sourceArgs.value instanceof PyCall ? sourceArgs.value : undefined, {
+    ...o.argsSet,
+    padded_vocab_size: vocab.padded,
+    make_vocab_size_divisible_by: divisibleBy,
+    tensor_model_parallel_size: o.tp,
+    pipeline_model_parallel_size: o.pp,
+    virtual_pipeline_model_parallel_size: o.vpp > 1 ? o.vpp : null,
+    num_layers_per_virtual_pipeline_stage: o.vpp > 1 ? d.layers / (o.pp * o.vpp) : null,
+    ckpt_format: "torch_dist",
+    ...(trueVocab ? { vocab_size: trueVocab } : {}),
+  });
+  // What Megatron-Core records about the sharded layout; no optimizer, so no distrib_optim_sharding_type.
+  const contentMetadata = new PyDict([
+    ["singleton_local_shards", false],
+    ["chained_optim_avoid_prefix", true],
+  ]);
+  const extra: [string, PyValue][] = [...(o.keep ?? new Map<string, PyValue>())];
+  const files = await planMegatronDist(tensors, {
+    tp: o.tp,
+    pp: o.pp,
+    iteration: o.iteration,
+    common: { args, iteration: o.iteration === "release" ? 0 : o.iteration, contentMetadata, extra },
+    extraState,
+  });
+  const notes = [
+    vocab.note,
+    "torch_dist: layers stacked as decoder.layers.<param> [L, …], one chunk per (layer, TP rank), Transformer Engine norm names",
+    "optimizer and RNG state are specific to one parallel layout: not written (load with --finetune or --no-load-optim --no-load-rng)",
+    ...(o.vpp > 1 ? [`VPP ${o.vpp} is recorded in args only: torch_dist does not depend on the pipeline layout`] : []),
+  ];
+  if (unknownGlobals.length > 0) notes.push(unknownGlobalsNote(unknownGlobals, o.keepUnknownGlobals === true));
+  return { plan: { files, notes }, paddedVocab: vocab.padded, vocabChange: vocab.note, unknownGlobals };
+}
+
+export type MegatronOutFormat = "torch" | "torch_dist";
+
+/** The writer of the format asked for: legacy `torch` rank files (the default) or `torch_dist`. */
+export async function planMcoreFiles(m: McoreModel, rules: readonly ParamRule[], o: McoreWriteOptions, format: MegatronOutFormat = "torch"): Promise<McoreWritePlan> {
+  if (format === "torch_dist") return planMcoreDistFiles(m, rules, o);
+  // A torch_dist source's args say ckpt_format torch_dist; the rank files say what they are.
+  const ckptFormat: Record<string, PyValue> = m.args?.field("ckpt_format") !== undefined ? { ckpt_format: "torch" } : {};
+  return planMcoreMegatronFiles(m, rules, { ...o, argsSet: { ...o.argsSet, ...ckptFormat } });
+}
