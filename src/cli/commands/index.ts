@@ -31,12 +31,12 @@ export const COMMANDS: Record<string, () => Promise<Command>> = {
  */
 export const SUMMARIES: Record<keyof typeof COMMANDS, string> = {
   inspect: "describe a Megatron checkpoint, an HF model directory, or a torch/safetensors file (headers only)",
-  convert: "convert a Megatron OpenBA checkpoint to Hugging Face layout (safetensors + config + tokenizer)",
-  demo: "run the main job on the tiny OpenBA checkpoint shipped in fixtures/ and show what happened",
-  reshard: "re-split a Megatron checkpoint to another tensor-parallel size (writes Megatron checkpoints)",
-  "to-megatron": "convert an HF OpenBA model back to a Megatron checkpoint (to continue training)",
+  convert: "convert a Megatron checkpoint (OpenBA, or Megatron-Core GPT: Llama/Mistral/Qwen2/Qwen3) to Hugging Face layout",
+  demo: "run the main job on the tiny OpenBA and Llama checkpoints shipped in fixtures/ and show what happened",
+  reshard: "re-split a Megatron checkpoint to another TP (× PP × VPP for GPT models); writes Megatron checkpoints",
+  "to-megatron": "convert an HF model (OpenBA, Llama, Mistral, Qwen2, Qwen3) back to a Megatron checkpoint (to continue training)",
   verify: "run a converted model in ONNX Runtime and compare its logits with a reference or another model",
-  "export-onnx": "write an HF OpenBA model as ONNX (model.onnx, encoder/decoder graphs, one external data file)",
+  "export-onnx": "write an HF model as ONNX (model.onnx, OpenBA's encoder/decoder graphs, one external data file)",
   generate: "greedy text generation in ONNX Runtime with the model's tokenizer and chat template",
   push: "upload a folder to a Hugging Face Hub model repo (resumable, retried, with a model card)",
   pull: "download every file of a Hub model repo revision, resumably, verifying sha256",
@@ -46,4 +46,6 @@ export const SUMMARIES: Record<keyof typeof COMMANDS, string> = {
   prune: "prune layers, hidden size, heads and FFN width to any target (OpenBA-v2's method), or --plan the parameter counts",
   vocab: "count how often a corpus uses each token (exactly as sentencepiece tokenizes), for prune-vocab",
   "prune-vocab": "keep the tokens a corpus uses: new spiece.model, re-indexed embedding/lm_head rows, id map, coverage report",
+  doctor: "say which ONNX Runtime execution providers can run here, what CUDA libraries they need and the fix",
+  gpu: "install ONNX Runtime's CUDA execution provider beside megahub's ONNX Runtime (gpu install)",
 };
