@@ -6,7 +6,7 @@ import { safetensorsHeader } from "../../formats/safetensors/write.js";
 import { PyDict, type PyValue } from "../../formats/torch/values.js";
 import { MegahubError } from "../../errors.js";
 import { countModelParams, type ExpertLayout, type ModelDims } from "../../models/arch.js";
-import { gptMegatronArgs, hyperFromArgs } from "../../models/gpt/hf-config.js";
+import { gptMegatronArgs } from "../../models/gpt/hf-config.js";
 import { checkDenseCopyBytes } from "../../models/moe/ep-copies.js";
 import { moeMegatronArgs, type AnyHfArch } from "../../models/moe/hf-config.js";
 import { MCORE_PARAMS } from "../../models/moe/spec.js";
@@ -231,4 +231,3 @@ function plainArg(v: PyValue): unknown {
   return String(v);
 }
 
-export { hyperFromArgs };
