@@ -1,7 +1,7 @@
 import { MegahubError } from "../../errors.js";
 import { argNumber } from "../../formats/megatron/read.js";
 import { PyFloat, type PyCall, type PyValue } from "../../formats/torch/values.js";
-import type { Dtype } from "../../tensors/dtypes.js";
+import { DTYPES, type Dtype } from "../../tensors/dtypes.js";
 import type { Features, ModelDims } from "../arch.js";
 
 /** The transformers classes a Megatron-Core GPT model can become; each reads the same tensor names. */
@@ -27,8 +27,6 @@ export interface GptHyper {
   readonly slidingWindow: number | undefined;
   readonly normalization: "RMSNorm" | "LayerNorm";
 }
-
-const TORCH_DTYPE: Record<string, string> = { F32: "float32", F16: "float16", BF16: "bfloat16" };
 
 const bool = (v: PyValue | undefined) => (typeof v === "boolean" ? v : undefined);
 
@@ -80,20 +78,21 @@ export function hfArchProblems(arch: HfArch, f: Features, h: GptHyper, swiglu: b
   return p;
 }
 
-/** config.json as transformers' own class reads it (no trust_remote_code). */
-export function gptHfConfig(
-  arch: HfArch,
+export type SpecialIds = { bos?: number | undefined; eos?: number | undefined; pad?: number | undefined };
+
+/** The config.json fields every Llama-family class (dense or MoE) reads the same way. */
+export function decoderConfig(
+  names: { readonly architecture: string; readonly modelType: string },
   d: ModelDims,
   f: Features,
   h: GptHyper,
   vocab: number,
   dtype: Dtype,
-  ids: { bos?: number | undefined; eos?: number | undefined; pad?: number | undefined },
+  ids: SpecialIds,
 ): Record<string, unknown> {
-  const { architecture, modelType } = HF_ARCHS[arch];
-  const config: Record<string, unknown> = {
-    architectures: [architecture],
-    model_type: modelType,
+  return {
+    architectures: [names.architecture],
+    model_type: names.modelType,
     vocab_size: vocab,
     hidden_size: d.hidden,
     intermediate_size: d.ffn,
@@ -110,11 +109,16 @@ export function gptHfConfig(
     initializer_range: 0.02,
     attention_dropout: 0,
     use_cache: true,
-    torch_dtype: TORCH_DTYPE[dtype] ?? "float32",
+    torch_dtype: DTYPES[dtype].torch,
     ...(ids.bos === undefined ? {} : { bos_token_id: ids.bos }),
     ...(ids.eos === undefined ? {} : { eos_token_id: ids.eos }),
     ...(ids.pad === undefined ? {} : { pad_token_id: ids.pad }),
   };
+}
+
+/** config.json as transformers' own class reads it (no trust_remote_code). */
+export function gptHfConfig(arch: HfArch, d: ModelDims, f: Features, h: GptHyper, vocab: number, dtype: Dtype, ids: SpecialIds): Record<string, unknown> {
+  const config = decoderConfig(HF_ARCHS[arch], d, f, h, vocab, dtype, ids);
   if (arch === "llama" || arch === "mistral") Object.assign(config, { attention_bias: f.linearBias, mlp_bias: f.linearBias });
   if (arch === "llama") Object.assign(config, { pretraining_tp: 1, ...(h.rotaryPercent !== 1 ? { partial_rotary_factor: h.rotaryPercent } : {}) });
   if (arch === "mistral") config.sliding_window = h.slidingWindow ?? null;

@@ -3,7 +3,7 @@ import { argNumber } from "../../formats/megatron/read.js";
 import { PyFloat, PyList, type PyCall, type PyValue } from "../../formats/torch/values.js";
 import type { Dtype } from "../../tensors/dtypes.js";
 import type { ExpertLayout, Features, ModelDims, MoeDims } from "../arch.js";
-import { HF_ARCHS, isHfArch, type GptHyper, type HfArch } from "../gpt/hf-config.js";
+import { decoderConfig, HF_ARCHS, isHfArch, type GptHyper, type HfArch } from "../gpt/hf-config.js";
 import type { MoeRouting } from "./dims.js";
 
 /** The transformers classes a Megatron-Core MoE model can become (no trust_remote_code). */
@@ -28,7 +28,6 @@ export function hfClassName(arch: AnyHfArch): string {
   return isMoeHfArch(arch) ? MOE_HF_ARCHS[arch].architecture : HF_ARCHS[arch].architecture;
 }
 
-const TORCH_DTYPE: Record<string, string> = { F32: "float32", F16: "float16", BF16: "bfloat16" };
 
 /** Routing from Megatron args (Megatron-Core 0.17 names and defaults). */
 export function routingFromArgs(args: PyCall | undefined): MoeRouting {
@@ -97,33 +96,12 @@ export function moeHfConfig(
   ids: { bos?: number | undefined; eos?: number | undefined; pad?: number | undefined },
 ): Record<string, unknown> {
   const moe = d.moe as MoeDims;
-  const { architecture, modelType } = MOE_HF_ARCHS[arch];
   const config: Record<string, unknown> = {
-    architectures: [architecture],
-    model_type: modelType,
-    vocab_size: vocab,
-    hidden_size: d.hidden,
+    ...decoderConfig(MOE_HF_ARCHS[arch], d, f, h, vocab, dtype, ids),
     // Mixtral's intermediate_size is the experts'; Qwen-MoE's is the dense layers' (mlp_only_layers)
     intermediate_size: arch === "mixtral" ? moe.ffn : d.ffn,
-    num_hidden_layers: d.layers,
-    num_attention_heads: d.heads,
-    num_key_value_heads: d.kvHeads,
-    head_dim: d.headDim,
-    hidden_act: "silu",
-    max_position_embeddings: h.maxPositions,
-    rms_norm_eps: h.normEps,
-    rope_theta: h.ropeTheta,
-    rope_scaling: h.ropeScaling ?? null,
-    tie_word_embeddings: !f.untied,
-    initializer_range: 0.02,
-    attention_dropout: 0,
-    use_cache: true,
-    torch_dtype: TORCH_DTYPE[dtype] ?? "float32",
     num_experts_per_tok: r.topk,
     output_router_logits: false,
-    ...(ids.bos === undefined ? {} : { bos_token_id: ids.bos }),
-    ...(ids.eos === undefined ? {} : { eos_token_id: ids.eos }),
-    ...(ids.pad === undefined ? {} : { pad_token_id: ids.pad }),
   };
   if (arch === "mixtral") {
     // router_jitter_noise stays at its default: JSON writes 0.0 as 0 and MixtralConfig wants a float
