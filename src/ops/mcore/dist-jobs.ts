@@ -5,13 +5,10 @@
 import type { Dtype } from "../../tensors/dtypes.js";
 import type { MegatronDistCheckpoint } from "../../checkpoints/megatron-dist.js";
 import type { PyValue } from "../../formats/torch/values.js";
-import { countModelParams } from "../../models/arch.js";
-import { GPT_PARAMS } from "../../models/gpt/spec.js";
 import { distMcoreModel } from "../../models/mcore-dist.js";
 import { planHfTokenizer } from "../../tokenizers/hf-tokenizer.js";
 import { planMcoreHfFiles, type McoreHfPlan } from "./hf-plan.js";
-import { headerBytes, run, type McoreConvertJob, type McoreJobResult, type McoreMegatronJob, type McoreMegatronResult } from "./jobs.js";
-import { planMcoreFiles } from "./write-dist.js";
+import { headerBytes, reshardModel, run, type McoreConvertJob, type McoreJobResult, type McoreMegatronJob, type McoreMegatronResult } from "./jobs.js";
 
 /** The step source a manifest records for a torch_dist input. */
 export function distSource(ckpt: MegatronDistCheckpoint): { format: string } & Record<string, string | number> {
@@ -48,37 +45,7 @@ export async function reshardDist(ckpt: MegatronDistCheckpoint, job: McoreMegatr
   }
   if (ckpt.optimizer) dropped.push(`optimizer state (${ckpt.optimizer.layout})`);
   if (ckpt.skipped.rng > 0) dropped.push(`${ckpt.skipped.rng} rng_state objects`);
-  const written = await planMcoreFiles(
-    m,
-    GPT_PARAMS,
-    {
-      ...job,
-      iteration: ckpt.iteration,
-      trueVocab,
-      argsSet: { num_layers: m.dims.layers, hidden_size: m.dims.hidden, ffn_hidden_size: m.dims.ffn, num_attention_heads: m.dims.heads, num_query_groups: m.dims.kvHeads, kv_channels: m.dims.headDim },
-      keep,
-    },
-    job.format,
-  );
-  const plan = { ...written.plan, notes: dropped.length > 0 ? [...written.plan.notes, `dropped layout-specific state: ${dropped.join(", ")}`] : written.plan.notes };
-  const summary = headerBytes(plan);
-  const settings = { tp: job.tp, pp: job.pp, vpp: job.vpp, format: job.format ?? "torch", divisibleBy: job.divisibleBy ?? null, trueVocab: trueVocab ?? null };
-  const execution = await run(plan, job, "reshard", distSource(ckpt), settings, m, written.paddedVocab);
-  const parameters = countModelParams(GPT_PARAMS, { ...m.dims, vocab: written.paddedVocab }, m.features);
-  return {
-    architecture: "gpt",
-    summary,
-    dims: m.dims,
-    features: m.features,
-    flavour: m.flavour,
-    parameters,
-    paddedVocab: written.paddedVocab,
-    vocabChange: written.vocabChange,
-    dropped,
-    parallel: { tp: job.tp, pp: job.pp, vpp: job.vpp },
-    ...(execution ? { execution } : {}),
-    unknownGlobals: written.unknownGlobals,
-  };
+  return reshardModel(m, job, { keep, dropped, trueVocab, iteration: ckpt.iteration, source: distSource(ckpt) });
 }
 
 function skippedNote(ckpt: MegatronDistCheckpoint): string | undefined {

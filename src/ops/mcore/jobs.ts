@@ -138,9 +138,28 @@ export async function reshardMcore(ckpt: MegatronCheckpoint, job: McoreMegatronJ
     }
   }
   if (ckpt.distribOptim) dropped.push("distrib_optim.pt (distributed optimizer state)");
+  return reshardModel(m, job, { keep, dropped, trueVocab, iteration: ckpt.iteration, source: parallelSource(ckpt) });
+}
+
+/**
+ * The writing half of every reshard, whatever the source format: the model re-split to the job's layout, the
+ * source's carried top-level state kept, what cannot follow named.
+ */
+export async function reshardModel(
+  m: McoreModel,
+  job: McoreMegatronJob,
+  from: {
+    keep: ReadonlyMap<string, PyValue>;
+    dropped: string[];
+    trueVocab: number | undefined;
+    iteration: number | "release";
+    source: { format: string } & Record<string, string | number>;
+  },
+): Promise<McoreMegatronResult> {
+  const { keep, dropped, trueVocab, iteration } = from;
   const written = await planMcoreFiles(m, MCORE_PARAMS, {
     ...job,
-    iteration: ckpt.iteration,
+    iteration,
     trueVocab,
     argsSet: {
       num_layers: m.dims.layers,
@@ -156,7 +175,7 @@ export async function reshardMcore(ckpt: MegatronCheckpoint, job: McoreMegatronJ
   const plan = { ...written.plan, notes: dropped.length > 0 ? [...written.plan.notes, `dropped layout-specific state: ${dropped.join(", ")}`] : written.plan.notes };
   const summary = headerBytes(plan);
   const settings = { tp: job.tp, pp: job.pp, vpp: job.vpp, format: job.format ?? "torch", ...(m.dims.moe ? { ep: job.ep ?? 1 } : {}), divisibleBy: job.divisibleBy ?? null, trueVocab: trueVocab ?? null };
-  const execution = await run(plan, job, "reshard", parallelSource(ckpt), settings, m, written.paddedVocab);
+  const execution = await run(plan, job, "reshard", from.source, settings, m, written.paddedVocab);
   const parameters = countModelParams(MCORE_PARAMS, { ...m.dims, vocab: written.paddedVocab }, m.features);
   return {
     architecture: "gpt",
