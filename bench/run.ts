@@ -70,6 +70,8 @@ interface BenchCase {
   torch?: { script: string; args?: string[]; outSuffix?: string };
   /** Extra megahub rows: more flags each (a split needs several output files, so not every case has one). */
   variants?: string[][];
+  /** Bytes of the checkpoint's largest tensor: the peak-RSS target is 2 × this + 256 MB. */
+  largest: number;
 }
 
 /** The Llama-shaped Megatron-Core checkpoint (hidden 2048, GQA 32/8, FFN 5632, vocab 128256, TP 2 × PP 2, bf16). */
@@ -83,20 +85,41 @@ function llamaCheckpoint(layers: number): string {
   return dir;
 }
 
+/** The many-expert MoE checkpoint (Qwen2-MoE style: experts of FFN 1408 + a gated shared expert, TP 1 × EP 4, bf16). */
+function moeCheckpoint(layers: number, experts: number): string {
+  const dir = join(CACHE, `moe-l${layers}-e${experts}-ep4`);
+  if (!existsSync(join(dir, "latest_checkpointed_iteration.txt"))) {
+    if (!hasTorch()) throw new Error("the bench checkpoint is built with torch: install python3-torch (Debian)");
+    process.stdout.write(`building ${dir} …\n`);
+    execFileSync("/usr/bin/python3", [join(ROOT, "scripts", "bench_moe_checkpoint.py"), "--out", dir, "--layers", String(layers), "--experts", String(experts)], { stdio: "inherit" });
+  }
+  return dir;
+}
+
 const CASES: BenchCase[] = [];
 for (const layers of full ? [16] : [4, 8]) {
   const input = () => llamaCheckpoint(layers);
+  const largest = 128256 * 2048 * 2;
   CASES.push(
-    { name: `llama convert ${layers}L`, title: `convert: Megatron-Core Llama TP 2 × PP 2 → HF LlamaForCausalLM, ${layers} layers`, input, args: ["convert"], torch: { script: "bench_torch_llama_convert.py" } },
-    { name: `llama reshard ${layers}L`, title: `reshard: Megatron-Core Llama TP 2 × PP 2 → TP 1 × PP 4, ${layers} layers`, input, args: ["reshard", "--tp", "1", "--pp", "4"], variants: [["--workers", "2"]] },
+    { name: `llama convert ${layers}L`, title: `convert: Megatron-Core Llama TP 2 × PP 2 → HF LlamaForCausalLM, ${layers} layers`, input, args: ["convert"], torch: { script: "bench_torch_llama_convert.py" }, largest },
+    { name: `llama reshard ${layers}L`, title: `reshard: Megatron-Core Llama TP 2 × PP 2 → TP 1 × PP 4, ${layers} layers`, input, args: ["reshard", "--tp", "1", "--pp", "4"], variants: [["--workers", "2"]], largest },
   );
+}
+// Peak RSS must not grow with the expert count: the same model with 16 and with 64 experts.
+for (const [layers, experts] of full ? [[8, 64]] : [[2, 16], [2, 64]]) {
+  const input = () => moeCheckpoint(layers as number, experts as number);
+  const largest = 32000 * 2048 * 2;
+  const what = `Megatron-Core MoE, ${experts} experts`;
+  CASES.push({ name: `moe convert ${layers}L ${experts}E`, title: `convert: ${what}, TP 1 × EP 4 → HF Qwen2MoeForCausalLM, ${layers} layers`, input, args: ["convert"], torch: { script: "bench_torch_moe_convert.py" }, largest });
+  if (experts === 64) CASES.push({ name: `moe reshard ${layers}L ${experts}E`, title: `reshard: ${what}, EP 4 → EP 1, ${layers} layers`, input, args: ["reshard", "--tp", "1", "--ep", "1"], largest });
 }
 for (const [enc, dec] of full ? [[8, 24]] : [[1, 1], [2, 2]]) {
   const input = () => checkpoint(enc as number, dec as number);
+  const largest = 250240 * 2560 * 2;
   CASES.push(
-    { name: `convert ${enc}+${dec}`, title: `convert: Megatron TP 2 → HF safetensors, ${enc}/${dec} layers`, input, args: ["convert"], torch: { script: "bench_torch_convert.py" } },
-    { name: `reshard ${enc}+${dec}`, title: `reshard: Megatron TP 2 → 4, ${enc}/${dec} layers`, input, args: ["reshard", "--tp", "4", "--true-vocab-size", "250204"], torch: { script: "bench_torch_split.py", args: ["4"], outSuffix: "iter_0000001" }, variants: [["--workers", "2"]] },
-    { name: `prune ${enc}+${dec}`, title: `prune: Megatron TP 2 → HF, hidden 2560→1280, 20→10 heads, FFN 6912→3456, ${enc}/${dec} layers`, input, args: ["prune", "--hidden", "1280", "--heads", "10", "--ffn", "3456"] },
+    { name: `convert ${enc}+${dec}`, title: `convert: Megatron TP 2 → HF safetensors, ${enc}/${dec} layers`, input, args: ["convert"], torch: { script: "bench_torch_convert.py" }, largest },
+    { name: `reshard ${enc}+${dec}`, title: `reshard: Megatron TP 2 → 4, ${enc}/${dec} layers`, input, args: ["reshard", "--tp", "4", "--true-vocab-size", "250204"], torch: { script: "bench_torch_split.py", args: ["4"], outSuffix: "iter_0000001" }, variants: [["--workers", "2"]], largest },
+    { name: `prune ${enc}+${dec}`, title: `prune: Megatron TP 2 → HF, hidden 2560→1280, 20→10 heads, FFN 6912→3456, ${enc}/${dec} layers`, input, args: ["prune", "--hidden", "1280", "--heads", "10", "--ffn", "3456"], largest },
   );
 }
 
@@ -207,8 +230,7 @@ process.stdout.write(`load average at end: ${loadavg().map((l) => l.toFixed(2)).
 function printSummary(all: CaseResult[], startSeconds: number): void {
   const get = (r: CaseResult, name: string) => r.rows.find((m) => m.name === name);
   const ratio = (a: number | undefined, b: number | undefined) => (a === undefined || b === undefined ? "—" : `${(a / b).toFixed(2)}×`);
-  const largest = 250240 * 2560 * 2;
-  process.stdout.write(`\nsummary (start-up ${startSeconds.toFixed(2)} s, subtracted in "− start-up"; peak RSS target ≤ 2 × ${mb(largest)} + 256 MB = ${mb(2 * largest + 256e6)})\n`);
+  process.stdout.write(`\nsummary (start-up ${startSeconds.toFixed(2)} s, subtracted in "− start-up"; peak RSS target ≤ 2 × the largest tensor + 256 MB)\n`);
   const rows = all.map((r) => {
     const dd = get(r, "dd bs=16M")?.seconds;
     const m = get(r, "megahub");
@@ -223,9 +245,10 @@ function printSummary(all: CaseResult[], startSeconds: number): void {
       ratio(m?.cpu, get(r, "dd bs=16M")?.cpu),
       ratio(get(r, "torch")?.cpu, m?.cpu),
       mb(m?.peakRss ?? NaN),
+      mb(2 * r.bench.largest + 256e6),
     ];
   });
-  const header = ["case", "wall: megahub − start-up ÷ dd", "--no-hash ÷ dd", "--workers 2 ÷ dd", "torch ÷ megahub", "cpu: megahub ÷ dd", "torch ÷ megahub", "megahub peak RSS"];
+  const header = ["case", "wall: megahub − start-up ÷ dd", "--no-hash ÷ dd", "--workers 2 ÷ dd", "torch ÷ megahub", "cpu: megahub ÷ dd", "torch ÷ megahub", "megahub peak RSS", "RSS target"];
   const widths = header.map((_, i) => Math.max(...[header, ...rows].map((row) => (row[i] ?? "").length)));
   const line = (row: string[]) => `| ${row.map((c, i) => c.padEnd(widths[i] as number)).join(" | ")} |`;
   process.stdout.write(`${line(header)}\n|${widths.map((w) => "-".repeat(w + 2)).join("|")}|\n${rows.map(line).join("\n")}\n`);
