@@ -20,15 +20,12 @@ a = ap.parse_args()
 h, n, d, F, V = 2560, 20, 128, 6912, 250240
 P = n * d
 tp = a.tp
-g = torch.Generator().manual_seed(0)
 
 sys.path.insert(0, os.path.dirname(__file__))
-from fixturelib import install_megatron_stub  # noqa: E402
+from fixturelib import bench_weights, install_megatron_stub  # noqa: E402
 
 ModelType = install_megatron_stub()
-
-def rnd(*shape):
-    return (torch.randn(*shape, generator=g) * 0.02).half()
+rnd = bench_weights(torch.float16)
 
 COL = {"self_attention.query_key_value.weight": 3 * P, "self_attention.query_key_value.bias": 3 * P,
        "inter_attention.query.weight": P, "inter_attention.query.bias": P,

@@ -21,15 +21,11 @@ a = ap.parse_args()
 
 H, NH, NG, D, F, V = 2048, 32, 8, 64, 5632, 128256
 TP, PP, L = a.tp, a.pp, a.layers
-g = torch.Generator().manual_seed(0)
 sys.path.insert(0, os.path.dirname(__file__))
-from fixturelib import install_megatron_stub  # noqa: E402
+from fixturelib import bench_weights, install_megatron_stub  # noqa: E402
 
 install_megatron_stub()
-
-
-def rnd(*shape):
-    return (torch.randn(*shape, generator=g) * 0.02).bfloat16()
+rnd = bench_weights(torch.bfloat16)
 
 
 args = argparse.Namespace(num_layers=L, hidden_size=H, ffn_hidden_size=F, num_attention_heads=NH, num_query_groups=NG,

@@ -23,15 +23,11 @@ a = ap.parse_args()
 H, NH, D, FE, FS, V, TOPK = 2048, 16, 128, 1408, 5632, 32000, 8
 E, EP, L = a.experts, a.ep, a.layers
 assert E % EP == 0, "experts must divide by EP"
-g = torch.Generator().manual_seed(0)
 sys.path.insert(0, os.path.dirname(__file__))
-from fixturelib import install_megatron_stub  # noqa: E402
+from fixturelib import bench_weights, install_megatron_stub  # noqa: E402
 
 install_megatron_stub()
-
-
-def rnd(*shape):
-    return (torch.randn(*shape, generator=g) * 0.02).bfloat16()
+rnd = bench_weights(torch.bfloat16)
 
 
 args = argparse.Namespace(num_layers=L, hidden_size=H, ffn_hidden_size=FS, num_attention_heads=NH, num_query_groups=NH,

@@ -60,6 +60,12 @@ def file_sha256(path):
     return h.hexdigest()
 
 
+def bench_weights(dtype, seed=0):
+    """The bench checkpoints' random weights: N(0, 0.02) in `dtype` from one seeded generator (bytes moved, not quality)."""
+    g = torch.Generator().manual_seed(seed)
+    return lambda *shape: (torch.randn(*shape, generator=g) * 0.02).to(dtype)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # megatron.core.enums stub
 # ----------------------------------------------------------------------------------------------------------------
