@@ -24,6 +24,9 @@ describe("exit codes and errors", () => {
   it.each([
     ["unknown positional", ["inspect", CKPT, "extra"], 2, /unexpected argument "extra"/],
     ["unknown option", ["inspect", CKPT, "--nope"], 2, /Unknown option/],
+    ["unknown command", ["nope"], 2, /unknown command "nope"/],
+    ["an Object.prototype name is an unknown command", ["constructor"], 2, /unknown command "constructor"/],
+    ["toString too", ["toString"], 2, /unknown command "toString"/],
     ["--max-shard-size without a unit", ["convert", CKPT, "--out", join(work, "x"), "--max-shard-size", "200"], 2, /give a unit/],
     ["missing input is bad input, not usage", ["inspect", join(work, "missing")], 1, /no such file or directory/],
   ])("%s", (_name, args, code, message) => {

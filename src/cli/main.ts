@@ -32,7 +32,8 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(`megahub ${VERSION}\n`);
     return 0;
   }
-  const load = COMMANDS[name];
+  // Own keys only: "constructor" or "toString" must be unknown commands, not Object.prototype members.
+  const load = Object.hasOwn(COMMANDS, name) ? COMMANDS[name as keyof typeof COMMANDS] : undefined;
   if (!load) {
     return usageError(`unknown command "${name}". Run "megahub --help" for the list.`);
   }
@@ -83,7 +84,7 @@ export async function main(argv: string[]): Promise<number> {
 
 function globalHelp(): string {
   const lines = ["megahub — Megatron (OpenBA) checkpoints to the Hugging Face Hub, no Python needed", "", "commands:"];
-  for (const name of Object.keys(COMMANDS)) lines.push(`  ${name.padEnd(12)} ${SUMMARIES[name] ?? ""}`);
+  for (const name of Object.keys(COMMANDS) as (keyof typeof COMMANDS)[]) lines.push(`  ${name.padEnd(12)} ${SUMMARIES[name]}`);
   lines.push("", 'Run "megahub <command> --help" for its options. Every command takes --json and --debug.', "");
   return lines.join("\n");
 }

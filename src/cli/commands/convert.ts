@@ -10,10 +10,11 @@ import { isDevice } from "../../verify/ort-session.js";
 import { verifyModel, type VerifyResult } from "../../verify/verify-model.js";
 import { printVerifyResult, referencePrecisionOpt } from "./verify.js";
 import { RUN_DETAILS, RUN_OPTIONS, runControl } from "../run-options.js";
+import { SUMMARIES } from "./summaries.js";
 
 export const convertCommand: Command = {
   name: "convert",
-  summary: "convert a Megatron checkpoint (OpenBA, or Megatron-Core GPT: Llama/Mistral/Qwen2/Qwen3) to Hugging Face layout",
+  summary: SUMMARIES.convert,
   usage:
     "megahub convert <megatron-path> --out <dir> [--iteration N] [--dtype keep|fp16|bf16|fp32] [--max-shard-size 5GB] [--tokenizer spiece.model|hf-tokenizer-dir] [--chat-template file] [--hf-arch llama|mistral|qwen2|qwen3|mixtral|qwen2_moe|qwen3_moe] [--true-vocab-size V] [--dry-run] [--json]",
   options: {

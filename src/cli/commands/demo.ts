@@ -7,6 +7,7 @@ import { MegahubError } from "../../errors.js";
 import { stringOpt, type Command } from "../command.js";
 import { formatBytes, formatParams } from "../format.js";
 import type { Reporter } from "../reporter.js";
+import { SUMMARIES } from "./summaries.js";
 
 /** The package root (fixtures ship with it), found from this file's location in dist/ or src/. */
 export function packageRoot(): string {
@@ -165,7 +166,7 @@ const STEPS: [title: string, run: (c: DemoContext) => Promise<void>][] = [
 
 export const demoCommand: Command = {
   name: "demo",
-  summary: "run the main job on the tiny OpenBA and Llama checkpoints shipped in fixtures/ and show what happened",
+  summary: SUMMARIES.demo,
   usage: "megahub demo [--out <dir>] [--json]",
   options: { out: { type: "string", short: "o" } },
   async run(_positionals, values, out) {

@@ -8,10 +8,11 @@ import { cudaVerdict, diagnoseCuda, type CudaDiagnosis } from "../../verify/cuda
 import { INSTALL_RECORD } from "../../verify/gpu-install.js";
 import { ORT_DIR_ENV } from "../../verify/ort-locate.js";
 import { describePlacement } from "../../verify/placement.js";
+import { SUMMARIES } from "./summaries.js";
 
 export const doctorCommand: Command = {
   name: "doctor",
-  summary: "say which ONNX Runtime execution providers can run here, what CUDA libraries they need and the fix",
+  summary: SUMMARIES.doctor,
   usage: "megahub doctor [--no-probe] [--search <dir>]... [--require-cuda] [--json]",
   options: {
     "no-probe": { type: "boolean" },

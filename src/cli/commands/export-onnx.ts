@@ -2,10 +2,11 @@ import { MegahubError } from "../../errors.js";
 import type { Command } from "../command.js";
 import { stringOpt } from "../command.js";
 import { exportOnnx } from "../../verify/export-onnx.js";
+import { SUMMARIES } from "./summaries.js";
 
 export const exportOnnxCommand: Command = {
   name: "export-onnx",
-  summary: "write an HF model as ONNX (model.onnx, OpenBA's encoder/decoder graphs, one external data file)",
+  summary: SUMMARIES["export-onnx"],
   usage: "megahub export-onnx <hf-dir> --out <dir> [--json]",
   options: { out: { type: "string", short: "o" } },
   details: [

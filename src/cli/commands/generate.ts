@@ -4,10 +4,11 @@ import type { Command } from "../command.js";
 import { intOpt, stringOpt } from "../command.js";
 import { generate } from "../../verify/generate.js";
 import { isDevice } from "../../verify/ort-session.js";
+import { SUMMARIES } from "./summaries.js";
 
 export const generateCommand: Command = {
   name: "generate",
-  summary: "greedy text generation in ONNX Runtime with the model's tokenizer and chat template",
+  summary: SUMMARIES.generate,
   usage:
     'megahub generate <hf-dir> --prompt "…" [--max-new-tokens N] [--device auto|cuda|cpu] [--chat-template <file>] [--raw] [--json]',
   options: {

@@ -3,10 +3,11 @@ import type { Command } from "../command.js";
 import { stringOpt } from "../command.js";
 import { installCudaProvider } from "../../verify/gpu-install.js";
 import { CUDA_PROVIDER_PACKAGE } from "../../verify/ort-locate.js";
+import { SUMMARIES } from "./summaries.js";
 
 export const gpuCommand: Command = {
   name: "gpu",
-  summary: "install ONNX Runtime's CUDA execution provider beside megahub's ONNX Runtime (gpu install)",
+  summary: SUMMARIES.gpu,
   usage: "megahub gpu install [--from <dir|file.tgz>] [--json]",
   options: { from: { type: "string" } },
   details: [

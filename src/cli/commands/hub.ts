@@ -1,10 +1,11 @@
 import { resolve } from "node:path";
 import { startLocalHub } from "../../hub/server/index.js";
 import { intOpt, stringOpt, type Command } from "../command.js";
+import { SUMMARIES } from "./summaries.js";
 
 export const hubCommand: Command = {
   name: "hub",
-  summary: "run a local Hugging Face Hub-compatible server (to rehearse pushes and pulls offline)",
+  summary: SUMMARIES.hub,
   usage: "megahub hub serve [--host 127.0.0.1] [--port 8080] [--data <dir>] [--token <hf_…>] [--user NAME:hf_…[:read]]…",
   options: {
     host: { type: "string" },

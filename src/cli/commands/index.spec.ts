@@ -1,13 +1,13 @@
 import { describe, expect, it } from "vitest";
-import { COMMANDS, SUMMARIES } from "./index.js";
+import { COMMANDS } from "./index.js";
+import { SUMMARIES } from "./summaries.js";
 
 describe("command table", () => {
-  it("lists a summary for every command, equal to the command's own (help reads them without loading commands)", async () => {
-    expect(Object.keys(SUMMARIES).sort()).toEqual(Object.keys(COMMANDS).sort());
-    for (const [name, load] of Object.entries(COMMANDS)) {
+  it("registers every command under its own name, with the summary help prints without loading it", async () => {
+    for (const [key, load] of Object.entries(COMMANDS)) {
       const c = await load();
-      expect(c.name, name).toBe(name);
-      expect(SUMMARIES[name], name).toBe(c.summary);
+      expect(c.name, key).toBe(key);
+      expect(c.summary, key).toBe(SUMMARIES[key as keyof typeof SUMMARIES]);
     }
   });
 });

@@ -2,10 +2,11 @@ import { inspectPath } from "../../ops/inspect.js";
 import { unvettedGlobalsNote } from "../../ops/openba/megatron-to-hf.js";
 import { intOpt, type Command } from "../command.js";
 import { formatBytes, formatParams, shapeText, table } from "../format.js";
+import { SUMMARIES } from "./summaries.js";
 
 export const inspectCommand: Command = {
   name: "inspect",
-  summary: "describe a Megatron checkpoint, an HF model directory, or a torch/safetensors file (headers only)",
+  summary: SUMMARIES.inspect,
   usage: "megahub inspect <path> [--iteration N] [--tensors] [--json]",
   options: { iteration: { type: "string" }, tensors: { type: "boolean" } },
   details: ["--tensors  print the full tensor table (always included under --json)"],

@@ -1,10 +1,11 @@
 import { packDir } from "../../formats/tar/pack.js";
 import { stringOpt, type Command } from "../command.js";
 import { formatBytes } from "../reporter.js";
+import { SUMMARIES } from "./summaries.js";
 
 export const packCommand: Command = {
   name: "pack",
-  summary: "pack a folder into an uncompressed tar with a sha256 manifest (checked by unpack)",
+  summary: SUMMARIES.pack,
   usage: "megahub pack <dir> --out <file.tar> [--json]",
   options: { out: { type: "string" } },
   details: [

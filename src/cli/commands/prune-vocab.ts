@@ -8,6 +8,7 @@ import { KEEP_UNKNOWN_GLOBALS_HELP, intOpt, listOpt, stringOpt, type Command, ty
 import { formatBytes, formatParams, table } from "../format.js";
 import type { Reporter } from "../reporter.js";
 import { RUN_DETAILS, RUN_OPTIONS, runControl } from "../run-options.js";
+import { SUMMARIES } from "./summaries.js";
 
 const USAGE =
   "megahub prune-vocab <hf-dir|megatron-path> --out <dir> (--freq <freq.tsv> | --corpus <files…>) (--keep N | --coverage F) [--keep-tokens <file>] [--tp N] [--to hf|megatron] [--tokenizer <spiece.model>] [--field text] [--threads N] [--chat-template <file>] [--report <file.html>] [--keep-unknown-globals] [--dry-run] [--json]\n" +
@@ -16,7 +17,7 @@ const USAGE =
 /** `megahub prune-vocab`: vocabulary pruning of an HF or Megatron OpenBA checkpoint, or its parameter arithmetic. */
 export const pruneVocabCommand: Command = {
   name: "prune-vocab",
-  summary: "keep the tokens a corpus uses: new spiece.model, re-indexed embedding/lm_head rows, id map, coverage report",
+  summary: SUMMARIES["prune-vocab"],
   usage: USAGE,
   options: {
     out: { type: "string", short: "o" },

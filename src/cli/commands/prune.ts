@@ -8,10 +8,11 @@ import { KEEP_UNKNOWN_GLOBALS_HELP, intOpt, stringOpt, type Command, type Parsed
 import { formatBytes, formatParams, table } from "../format.js";
 import type { Reporter } from "../reporter.js";
 import { RUN_DETAILS, RUN_OPTIONS, runControl } from "../run-options.js";
+import { SUMMARIES } from "./summaries.js";
 
 export const pruneCommand: Command = {
   name: "prune",
-  summary: "prune layers, hidden size, heads and FFN width to any target (OpenBA-v2's method), or --plan the parameter counts",
+  summary: SUMMARIES.prune,
   usage:
     "megahub prune <megatron-path|hf-dir> --out <dir> [--hidden N] [--ffn N] [--heads N] [--drop-encoder-layers 4,8] [--drop-decoder-layers 7,11] [--encoder-layers N] [--decoder-layers N] [--strategy random|magnitude] [--seed S] [--masks prune-masks.json] [--to hf|megatron] [--tp N] [--true-vocab-size V] [--tokenizer spiece.model] [--plan] [--from-config config.json] [--keep-unknown-globals] [--dry-run] [--json]",
   options: {

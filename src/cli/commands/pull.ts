@@ -2,10 +2,11 @@ import { resolveHubUrl, resolveToken } from "../../hub/config.js";
 import { pullRepo } from "../../hub/pull-repo.js";
 import { stringOpt, type Command } from "../command.js";
 import { formatBytes } from "../reporter.js";
+import { SUMMARIES } from "./summaries.js";
 
 export const pullCommand: Command = {
   name: "pull",
-  summary: "download every file of a Hub model repo revision, resumably, verifying sha256",
+  summary: SUMMARIES.pull,
   usage: "megahub pull <ns/name> --out <dir> [--revision main] [--hub-url URL] [--token T] [--json]",
   options: {
     out: { type: "string" },

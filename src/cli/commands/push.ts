@@ -2,10 +2,11 @@ import { resolveHubUrl, resolveToken } from "../../hub/config.js";
 import { pushFolder } from "../../hub/push-folder.js";
 import { listOpt, stringOpt, type Command } from "../command.js";
 import { formatBytes } from "../reporter.js";
+import { SUMMARIES } from "./summaries.js";
 
 export const pushCommand: Command = {
   name: "push",
-  summary: "upload a folder to a Hugging Face Hub model repo (resumable, retried, with a model card)",
+  summary: SUMMARIES.push,
   usage:
     'megahub push <dir> --repo <ns/name> [--private] [--revision main] [--message "…"] [--hub-url URL] [--token T] [--include GLOB…] [--exclude GLOB…] [--delete GLOB…] [--keep-superseded] [--force] [--dry-run] [--json]',
   options: {

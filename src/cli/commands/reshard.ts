@@ -3,10 +3,11 @@ import { FORMAT_DETAIL, KEEP_UNKNOWN_GLOBALS_HELP, MEGATRON_OUT_OPTIONS, megatro
 import { formatBytes, layoutText, table } from "../format.js";
 import { unknownGlobalsNote } from "../../formats/torch/sanitize.js";
 import { RUN_DETAILS, RUN_OPTIONS, runControl } from "../run-options.js";
+import { SUMMARIES } from "./summaries.js";
 
 export const reshardCommand: Command = {
   name: "reshard",
-  summary: "re-split a Megatron checkpoint to another TP (× PP × VPP for GPT models); writes Megatron checkpoints",
+  summary: SUMMARIES.reshard,
   usage:
     "megahub reshard <megatron-path> --out <dir> --tp N [--pp N] [--vpp N] [--ep N] [--iteration N] [--make-vocab-size-divisible-by K] [--true-vocab-size V] [--tokenizer spiece.model|hf-tokenizer-dir] [--format torch|torch_dist] [--keep-unknown-globals] [--dry-run] [--json]",
   options: { ...MEGATRON_OUT_OPTIONS, ...RUN_OPTIONS, tokenizer: { type: "string" } },

@@ -2,10 +2,11 @@ import { toMegatronAny } from "../../ops/dispatch.js";
 import { FORMAT_DETAIL, MEGATRON_OUT_OPTIONS, megatronOutJob, stringOpt, type Command } from "../command.js";
 import { formatBytes, layoutText, table } from "../format.js";
 import { RUN_DETAILS, RUN_OPTIONS, runControl } from "../run-options.js";
+import { SUMMARIES } from "./summaries.js";
 
 export const toMegatronCommand: Command = {
   name: "to-megatron",
-  summary: "convert an HF model (OpenBA, Llama, Mistral, Qwen2, Qwen3) back to a Megatron checkpoint (to continue training)",
+  summary: SUMMARIES["to-megatron"],
   usage: "megahub to-megatron <hf-dir> --out <dir> --tp N [--pp N] [--vpp N] [--spec local|te] [--ep N] [--experts sequential|grouped] [--iteration N] [--make-vocab-size-divisible-by K] [--true-vocab-size V] [--format torch|torch_dist] [--dry-run] [--json]",
   options: { ...MEGATRON_OUT_OPTIONS, ...RUN_OPTIONS, spec: { type: "string" }, experts: { type: "string" } },
   details: [

@@ -1,10 +1,11 @@
 import { unpackTar } from "../../formats/tar/unpack.js";
 import { stringOpt, type Command } from "../command.js";
 import { formatBytes } from "../reporter.js";
+import { SUMMARIES } from "./summaries.js";
 
 export const unpackCommand: Command = {
   name: "unpack",
-  summary: "unpack a megahub tar into a new folder, verifying every file against its sha256 manifest",
+  summary: SUMMARIES.unpack,
   usage: "megahub unpack <file.tar> --out <dir> [--json]",
   options: { out: { type: "string" } },
   details: [

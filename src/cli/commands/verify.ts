@@ -6,10 +6,11 @@ import { isDevice, type Device } from "../../verify/ort-session.js";
 import { describePlacement } from "../../verify/placement.js";
 import { maxAbsBound } from "../../verify/tolerances.js";
 import { parseReferencePrecision, verifyModel, type ReferencePrecision, type VerifyResult } from "../../verify/verify-model.js";
+import { SUMMARIES } from "./summaries.js";
 
 export const verifyCommand: Command = {
   name: "verify",
-  summary: "run a converted model in ONNX Runtime and compare its logits with a reference or another model",
+  summary: SUMMARIES.verify,
   usage:
     "megahub verify <hf-dir> (--reference <ref.safetensors> | --against <other-dir> [--inputs <file>] [--id-map <file>]) " +
     "[--device auto|cuda|cpu] [--tf32] [--reference-precision fp32|fp16|bf16|native] [--atol X] [--report <file.html>] [--no-record] [--json]",

@@ -4,13 +4,14 @@ import { MegahubError } from "../../errors.js";
 import { writeFileAtomic } from "../../io/atomic.js";
 import { intOpt, stringOpt, type Command } from "../command.js";
 import { formatBytes, table } from "../format.js";
+import { SUMMARIES } from "./summaries.js";
 
 const USAGE = "megahub vocab count <corpus…> --tokenizer <spiece.model> --out <freq.tsv> [--field text] [--threads N] [--json]";
 
 /** `megahub vocab count`: per-id token counts of a corpus, written as a frequency TSV for prune-vocab. */
 export const vocabCommand: Command = {
   name: "vocab",
-  summary: "count how often a corpus uses each token (exactly as sentencepiece tokenizes), for prune-vocab",
+  summary: SUMMARIES.vocab,
   usage: USAGE,
   options: {
     tokenizer: { type: "string", short: "t" },
