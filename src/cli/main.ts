@@ -83,7 +83,7 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 function globalHelp(): string {
-  const lines = ["megahub — Megatron (OpenBA) checkpoints to the Hugging Face Hub, no Python needed", "", "commands:"];
+  const lines = ["megahub — Megatron-LM checkpoints (Megatron-Core GPT and MoE, OpenBA) to the Hugging Face Hub, no Python needed", "", "commands:"];
   for (const name of Object.keys(COMMANDS) as (keyof typeof COMMANDS)[]) lines.push(`  ${name.padEnd(12)} ${SUMMARIES[name]}`);
   lines.push("", 'Run "megahub <command> --help" for its options. Every command takes --json and --debug.', "");
   return lines.join("\n");
