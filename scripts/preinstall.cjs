@@ -19,6 +19,9 @@ const USER_FLAGS = ["ONNXRUNTIME_NODE_INSTALL", "npm_config_onnxruntime_node_ins
 
 function main() {
   if (USER_FLAGS.some((k) => process.env[k])) return; // the user chose; ORT's script does what they asked
+  // megahub's own checkout (`npm ci` here): package.json's allowScripts denies ORT's script already.
+  const { npm_package_json: pkgJson, npm_config_local_prefix: prefix } = process.env;
+  if (pkgJson && prefix && path.dirname(pkgJson) === prefix) return;
   let pkg;
   try {
     pkg = require.resolve("onnxruntime-node/package.json", { paths: [path.join(__dirname, "..")] });

@@ -43,8 +43,10 @@ describe("scripts/preinstall.cjs", () => {
     ["no flag: ORT's download is switched off", {}, false],
     ["ONNXRUNTIME_NODE_INSTALL=cuda12: ORT's script kept", { ONNXRUNTIME_NODE_INSTALL: "cuda12" }, true],
     ["npm config onnxruntime-node-install: ORT's script kept", { npm_config_onnxruntime_node_install: "skip" }, true],
-  ])("%s", (title, flags: Record<string, string>, kept) => {
+    ["megahub's own checkout (allowScripts decides there): ORT's script kept", { npm_package_json: "ROOT/package.json", npm_config_local_prefix: "ROOT" }, true],
+  ])("%s", (title, given: Record<string, string>, kept) => {
     const { root, script } = fakeTree(title.replace(/\W+/g, "-"));
+    const flags = Object.fromEntries(Object.entries(given).map(([k, v]) => [k, v.replace("ROOT", root)]));
     const r = node(["scripts/preinstall.cjs"], root, userEnv(flags));
     expect(r.status, r.stderr).toBe(0);
     expect(readFileSync(join(script, "install.js"), "utf8") === UPSTREAM).toBe(kept);
