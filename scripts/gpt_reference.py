@@ -9,6 +9,9 @@ Run with the reference venv (scripts/make_ref_venv.sh: torch 2.x, transformers 5
       dtype is held to the exact gates; native runs in the stored dtype (metadata compute_dtype says which).
   python scripts/gpt_reference.py greedy <hf-dir> --ids 1,2,3 [--max-new-tokens N]
       prints {"generated_ids": [...], "min_margin": m}: model.generate(do_sample=False) in fp32, the new ids only.
+  python scripts/gpt_reference.py refs <out-root> <hf-dir>... [--ids 1,2,3] [--max-new-tokens N]
+      for each dir (the MoE dirs test/verify-moe.test.ts converts), in one process: the fp32 reference file, the
+      native one when the weights are not fp32, and greedy ids of --ids; prints {dir: {refs, prompt_ids, greedy}}.
   python scripts/gpt_reference.py make <out-root>
       writes the tiny random test models (Llama GQA + llama3 RoPE, Qwen2 bias + tied, Qwen3 QK-norm with
       head_dim != hidden/heads, Mistral MQA + sliding window + linear RoPE) in fp32 and fp16/bf16, each with a
@@ -163,6 +166,21 @@ def make(root):
     print(json.dumps(summary))
 
 
+def refs(root, dirs, ids, max_new_tokens):
+    out = {}
+    for i, d in enumerate(dirs):
+        with open(os.path.join(d, "config.json"), encoding="utf8") as f:
+            stored = json.load(f).get("torch_dtype") or "float32"
+        entry = {"refs": {}, "prompt_ids": ids, "dtype": stored}
+        for compute in (["fp32"] if stored == "float32" else ["fp32", "native"]):
+            ref = os.path.join(root, f"ref{i}.{compute}.safetensors")
+            reference(d, ref, compute)
+            entry["refs"][compute] = ref
+        entry["greedy"] = greedy(d, ids, max_new_tokens)
+        out[d] = entry
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -175,6 +193,11 @@ def main(argv=None):
     g.add_argument("hf")
     g.add_argument("--ids", required=True)
     g.add_argument("--max-new-tokens", type=int, default=16)
+    rs = sub.add_parser("refs")
+    rs.add_argument("root")
+    rs.add_argument("dirs", nargs="+")
+    rs.add_argument("--ids", default="1,5,17,42,9,77,3,64")
+    rs.add_argument("--max-new-tokens", type=int, default=8)
     m = sub.add_parser("make")
     m.add_argument("root")
     a = ap.parse_args(argv)
@@ -182,6 +205,8 @@ def main(argv=None):
     if a.cmd == "reference":
         lg = reference(a.hf, a.out, a.compute, a.inputs)
         print(json.dumps({"out": a.out, "shape": list(lg.shape)}))
+    elif a.cmd == "refs":
+        print(json.dumps(refs(a.root, a.dirs, [int(x) for x in a.ids.split(",")], a.max_new_tokens)))
     elif a.cmd == "greedy":
         print(json.dumps(greedy(a.hf, [int(x) for x in a.ids.split(",")], a.max_new_tokens)))
     else:
