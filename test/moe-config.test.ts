@@ -57,6 +57,9 @@ const CONFIGS: [string, Config][] = [
     },
   ],
   ["Qwen3-MoE, defaults (no renormalisation, no bias, no window)", { ...BASE, model_type: "qwen3_moe", num_experts: 8, moe_intermediate_size: 8, intermediate_size: 24, head_dim: 6 }],
+  // the spelling transformers 5.18's save_pretrained writes (attribute_map num_experts → num_local_experts)
+  ["Qwen3-MoE, num_local_experts", { ...BASE, model_type: "qwen3_moe", num_local_experts: 8, num_experts_per_tok: 2, moe_intermediate_size: 8, intermediate_size: 24 }],
+  ["Mixtral, num_experts", { ...BASE, model_type: "mixtral", num_experts: 3, intermediate_size: 8 }],
   [
     "Qwen3-MoE, attention_bias, window on every layer, dense layers 0 and 2, linear rope",
     {
@@ -139,7 +142,7 @@ describe.skipIf(!HAS_REF)("MoE config.json read as transformers' own classes rea
   }, 120_000);
 });
 
-const QWEN2: Config = CONFIGS[3]?.[1] as Config;
+const QWEN2: Config = CONFIGS.find(([what]) => what.startsWith("Qwen2-MoE, decoder_sparse_step"))?.[1] as Config;
 const MIXTRAL: Config = CONFIGS[0]?.[1] as Config;
 
 describe("MoE config and tensor problems", () => {
@@ -149,6 +152,7 @@ describe("MoE config and tensor problems", () => {
     ["no moe_intermediate_size", { ...QWEN2, moe_intermediate_size: undefined }, undefined, /lacks moe_intermediate_size/],
     ["Qwen2-MoE without shared_expert_intermediate_size", { ...QWEN2, shared_expert_intermediate_size: undefined }, undefined, /lacks shared_expert_intermediate_size/],
     ["Mixtral without num_local_experts", { ...MIXTRAL, num_local_experts: undefined }, undefined, /lacks num_local_experts/],
+    ["Qwen3-MoE's two expert spellings disagreeing", { ...QWEN2, model_type: "qwen3_moe", num_local_experts: 8 }, undefined, /num_local_experts 8 and num_experts 4 disagree/],
     [
       "a sliding layer without use_sliding_window (the class would give it window 0)",
       { ...QWEN2, use_sliding_window: false, layer_types: ["sliding_attention", "full_attention", "full_attention", "full_attention"] },

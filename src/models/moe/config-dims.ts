@@ -3,9 +3,10 @@
  * modeling code reads it (models/{mixtral,qwen2_moe,qwen3_moe}), for the ONNX graph (onnx-moe.ts) and the dims
  * check of models/gpt/config-dims.ts:
  *
- * - Mixtral: every layer is sparse; `num_local_experts` experts of width `intermediate_size`; top-k
+ * - Mixtral: every layer is sparse; `num_local_experts` (alias `num_experts`) experts of width `intermediate_size`; top-k
  *   `num_experts_per_tok` (class default 2), always renormalised (MixtralTopKRouter divides by the top-k sum).
- * - Qwen2-MoE / Qwen3-MoE: layer i is sparse when i ∉ `mlp_only_layers` (default []), `num_experts` > 0 and
+ * - Qwen2-MoE / Qwen3-MoE: layer i is sparse when i ∉ `mlp_only_layers` (default []), `num_experts` (Qwen3-MoE:
+ *   alias `num_local_experts`, the spelling 5.18 saves) > 0 and
  *   (i + 1) % `decoder_sparse_step` (default 1) == 0; experts of width `moe_intermediate_size`, dense layers of
  *   `intermediate_size`; top-k class defaults 4 / 8; renormalised only with `norm_topk_prob` (default false).
  *   Qwen2-MoE adds a shared expert of width `shared_expert_intermediate_size` behind a sigmoid gate.
@@ -52,7 +53,7 @@ export function moeConfigDims(family: string, c: Config, layers: number, problem
     return v ?? 0;
   };
   const mixtral = family === "mixtral";
-  const experts = mixtral ? need("num_local_experts") : need("num_experts", 0);
+  const experts = expertCount(family, c, problems, need);
   const topk = int(c, "num_experts_per_tok") ?? { mixtral: 2, qwen2_moe: 4, qwen3_moe: 8 }[family];
   if (topk < 1 || (experts > 0 && topk > experts)) problems.push(`num_experts_per_tok ${topk} must be between 1 and the ${experts} experts`);
   const sparse = mixtral ? new Array<boolean>(layers).fill(true) : qwenSparseLayers(c, layers, experts, problems);
@@ -65,6 +66,21 @@ export function moeConfigDims(family: string, c: Config, layers: number, problem
     sharedFfn: family === "qwen2_moe" ? need("shared_expert_intermediate_size") : 0,
     sparse,
   };
+}
+
+/**
+ * The expert count. MixtralConfig and Qwen3MoeConfig alias num_experts to num_local_experts (attribute_map), and
+ * 5.18 saves the latter, so either spelling is read; Qwen2MoeConfig has no alias and reads num_experts alone.
+ */
+function expertCount(family: MoeFamily, c: Config, problems: string[], need: (key: string, min?: number) => number): number {
+  const min = family === "mixtral" ? 1 : 0;
+  if (family === "qwen2_moe") return need("num_experts", min);
+  const local = int(c, "num_local_experts");
+  const plain = int(c, "num_experts");
+  if (local !== undefined && plain !== undefined && local !== plain) {
+    problems.push(`num_local_experts ${local} and num_experts ${plain} disagree (the config class treats them as one field)`);
+  }
+  return need(local !== undefined || plain === undefined ? "num_local_experts" : "num_experts", min);
 }
 
 /** Qwen2MoeDecoderLayer / Qwen3MoeDecoderLayer's rule for which layers get a sparse block. */
