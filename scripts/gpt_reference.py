@@ -9,6 +9,11 @@ Run with the reference venv (scripts/make_ref_venv.sh: torch 2.x, transformers 5
       dtype is held to the exact gates; native runs in the stored dtype (metadata compute_dtype says which).
   python scripts/gpt_reference.py greedy <hf-dir> --ids 1,2,3 [--max-new-tokens N]
       prints {"generated_ids": [...], "min_margin": m}: model.generate(do_sample=False) in fp32, the new ids only.
+  python scripts/gpt_reference.py refs <out-root> <hf-dir>... [--make-moe DIR] [--ids 1,2,3] [--max-new-tokens N]
+      for each dir (the MoE dirs test/verify-moe.test.ts converts), in one process: the fp32 reference file, the
+      native one when the weights are not fp32, and greedy ids of --ids; prints {dir: {refs, prompt_ids, greedy}}.
+      --make-moe first writes a tiny random Qwen3-MoE there with transformers' own save_pretrained (bf16, 16
+      experts, top-4, decoder_sparse_step 2), so a dir in the layout transformers itself saves is checked too.
   python scripts/gpt_reference.py make <out-root>
       writes the tiny random test models (Llama GQA + llama3 RoPE, Qwen2 bias + tied, Qwen3 QK-norm with
       head_dim != hidden/heads, Mistral MQA + sliding window + linear RoPE) in fp32 and fp16/bf16, each with a
@@ -163,6 +168,34 @@ def make(root):
     print(json.dumps(summary))
 
 
+def make_moe(d):
+    from transformers import AutoModelForCausalLM, Qwen3MoeConfig
+    config = Qwen3MoeConfig(vocab_size=120, hidden_size=32, intermediate_size=40, num_hidden_layers=3, num_attention_heads=4,
+                            num_key_value_heads=2, head_dim=8, num_experts=16, num_experts_per_tok=4, moe_intermediate_size=16,
+                            decoder_sparse_step=2, norm_topk_prob=True, max_position_embeddings=64, rope_theta=10000.0)
+    torch.manual_seed(5)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    # seed 109: greedy margins ≥ 0.08 over the test's 8 tokens (105 left a near-tie of 1e-3 in the bf16 weights)
+    randomize(model, 109)
+    model.to(torch.bfloat16).save_pretrained(d)
+
+
+def refs(root, dirs, ids, max_new_tokens):
+    out = {}
+    for i, d in enumerate(dirs):
+        with open(os.path.join(d, "config.json"), encoding="utf8") as f:
+            c = json.load(f)
+        stored = c.get("torch_dtype") or c.get("dtype") or "float32"
+        entry = {"refs": {}, "prompt_ids": ids, "dtype": stored}
+        for compute in (["fp32"] if stored == "float32" else ["fp32", "native"]):
+            ref = os.path.join(root, f"ref{i}.{compute}.safetensors")
+            reference(d, ref, compute)
+            entry["refs"][compute] = ref
+        entry["greedy"] = greedy(d, ids, max_new_tokens)
+        out[d] = entry
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -175,6 +208,12 @@ def main(argv=None):
     g.add_argument("hf")
     g.add_argument("--ids", required=True)
     g.add_argument("--max-new-tokens", type=int, default=16)
+    rs = sub.add_parser("refs")
+    rs.add_argument("root")
+    rs.add_argument("dirs", nargs="+")
+    rs.add_argument("--ids", default="1,5,17,42,9,77,3,64")
+    rs.add_argument("--make-moe")
+    rs.add_argument("--max-new-tokens", type=int, default=8)
     m = sub.add_parser("make")
     m.add_argument("root")
     a = ap.parse_args(argv)
@@ -182,6 +221,11 @@ def main(argv=None):
     if a.cmd == "reference":
         lg = reference(a.hf, a.out, a.compute, a.inputs)
         print(json.dumps({"out": a.out, "shape": list(lg.shape)}))
+    elif a.cmd == "refs":
+        if a.make_moe:
+            make_moe(a.make_moe)
+            a.dirs.append(a.make_moe)
+        print(json.dumps(refs(a.root, a.dirs, [int(x) for x in a.ids.split(",")], a.max_new_tokens)))
     elif a.cmd == "greedy":
         print(json.dumps(greedy(a.hf, [int(x) for x in a.ids.split(",")], a.max_new_tokens)))
     else:

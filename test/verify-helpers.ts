@@ -4,6 +4,7 @@ import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { convertMegatronToHf } from "../src/ops/openba/convert.js";
+import { openHfDir } from "../src/checkpoints/hf-safetensors.js";
 import { readModelDir } from "../src/models/openba/hf-dir.js";
 
 /** Checkpoints that have reference logits (fixtures/reference/<name>.safetensors). */
@@ -110,8 +111,8 @@ export async function cleanupHfDirs(): Promise<void> {
  * Used to corrupt a checkpoint the way a broken converter would (swapped heads, q/k order).
  */
 export async function permuteRows(dir: string, tensor: string, perm: (row: number) => number): Promise<void> {
-  const model = await readModelDir(dir);
-  const ref = model.tensors.get(tensor);
+  // Any HF dir (OpenBA, dense GPT, MoE): only the safetensors index is read.
+  const ref = (await openHfDir(dir)).tensors.get(tensor);
   if (!ref) throw new Error(`no tensor ${tensor}`);
   const path = join(dir, ref.file);
   const bytes = await readFile(path);

@@ -13,7 +13,7 @@ export const EXPORT_DATA_FILE = "model.onnx.data";
 
 /**
  * The graphs an OpenBA export writes: the teacher-forced model, and the encoder/decoder pair generation uses. A
- * decoder-only model (Llama / Mistral / Qwen2 / Qwen3) gets `model.onnx` alone: input_ids, attention_mask → logits.
+ * decoder-only model (Llama / Mistral / Qwen2 / Qwen3, MoE Mixtral / Qwen2-MoE / Qwen3-MoE) gets `model.onnx` alone: input_ids, attention_mask → logits.
  */
 export const EXPORT_GRAPHS: readonly { file: string; part: GraphPart; logits: "all" | "last" }[] = [
   { file: "model.onnx", part: "seq2seq", logits: "all" },
@@ -42,7 +42,7 @@ export interface ExportResult {
 /**
  * Writes an HF model dir as ONNX models that onnxruntime loads on its own. OpenBA: `model.onnx` (input_ids,
  * attention_mask, decoder_input_ids → logits), `encoder_model.onnx` and `decoder_model.onnx` (last-position
- * logits); Llama / Mistral / Qwen2 / Qwen3: `model.onnx` (input_ids, attention_mask → logits [B,S,V], no KV cache).
+ * logits); Llama / Mistral / Qwen2 / Qwen3 and the MoE classes: `model.onnx` (input_ids, attention_mask → logits [B,S,V], no KV cache).
  * All point into one `model.onnx.data` beside them. Weights are copied in their stored dtype (F16/BF16
  * are cast to fp32 inside the graph), so the data file is the size of the safetensors. The out dir appears only when
  * complete and must not exist or be empty.

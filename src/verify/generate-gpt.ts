@@ -6,7 +6,7 @@ import { loadHfTokenizer, type HfTokenizer } from "./hf-tokenizer.js";
 import { openGptGraph } from "./load-graph.js";
 
 /**
- * Greedy decoding of a decoder-only model (Llama / Mistral / Qwen2 / Qwen3) in ONNX Runtime: one graph that returns
+ * Greedy decoding of a decoder-only model (Llama / Mistral / Qwen2 / Qwen3, or MoE) in ONNX Runtime: one graph that returns
  * the last position's logits, run over the whole prefix per new token (no KV cache: O(T²) work, but exactly the
  * maths `verify` checks). argmax over all V rows, first index on ties, as transformers' greedy search.
  *

@@ -6,7 +6,7 @@ import type { Dtype } from "../tensors/dtypes.js";
 import { openHfDir } from "../checkpoints/hf-safetensors.js";
 import { readModelDir, type OpenBAModelDir, type TensorRef } from "../models/openba/hf-dir.js";
 
-/** An HF Llama / Mistral / Qwen2 / Qwen3 model dir, checked against its config.json. */
+/** An HF Llama / Mistral / Qwen2 / Qwen3 (or Mixtral / Qwen2-MoE / Qwen3-MoE) model dir, checked against its config.json. */
 export interface GptModelDir {
   readonly dir: string;
   readonly config: Readonly<Record<string, unknown>>;
@@ -24,7 +24,8 @@ export type AnyModelDir = { kind: "openba"; model: OpenBAModelDir } | { kind: "g
 
 /**
  * Opens an HF model dir of any supported architecture, chosen by config.json (`model_type`, then `architectures`):
- * Llama, Mistral, Qwen2 and Qwen3 are decoder-only GPT models; anything else is read as OpenBA, as before.
+ * Llama, Mistral, Qwen2, Qwen3 and the MoE Mixtral, Qwen2-MoE, Qwen3-MoE are decoder-only GPT models; anything
+ * else is read as OpenBA, as before.
  */
 export async function readAnyModelDir(dir: string): Promise<AnyModelDir> {
   const index = await openHfDir(dir);
@@ -32,7 +33,7 @@ export async function readAnyModelDir(dir: string): Promise<AnyModelDir> {
     const mt = index.config.model_type;
     // A dir that names another architecture gets that said, not a list of missing OpenBA tensors.
     if (typeof mt === "string" && mt !== "openba") {
-      throw new MegahubError("UNSUPPORTED", `model_type "${mt}" is not supported (openba, llama, mistral, qwen2, qwen3 are)`, {
+      throw new MegahubError("UNSUPPORTED", `model_type "${mt}" is not supported (openba, llama, mistral, qwen2, qwen3, mixtral, qwen2_moe, qwen3_moe are)`, {
         file: join(dir, "config.json"),
       });
     }

@@ -41,7 +41,7 @@ export async function openModelGraph(model: OpenBAModelDir, options: OpenGraphOp
   return openBesideWeights(model.dir, model.files, onnx, options.part, options);
 }
 
-/** The decoder-only graph of a Llama / Mistral / Qwen2 / Qwen3 dir, opened the same way as {@link openModelGraph}. */
+/** The decoder-only graph of a Llama / Mistral / Qwen2 / Qwen3 (or Mixtral / Qwen2-MoE / Qwen3-MoE) dir, opened the same way as {@link openModelGraph}. */
 export async function openGptGraph(model: GptModelDir, options: Omit<OpenGraphOptions, "part">): Promise<OrtRunner> {
   const onnx = encodeModel(
     buildGptGraph(model.dims, model.tensors, {

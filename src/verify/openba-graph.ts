@@ -2,6 +2,7 @@ import { attr, GraphBuilder } from "../formats/onnx/graph-builder.js";
 import type { OnnxExternalData, OnnxModel } from "../formats/onnx/proto.js";
 import { DTYPES } from "../tensors/dtypes.js";
 import type { OpenBADims, TensorRef } from "../models/openba/hf-dir.js";
+import { concatShape, futureKeys, GraphWeights, rotaryTables, rotate, swiglu, type Rope } from "../models/onnx-blocks.js";
 
 /**
  * Opset 17, explicit ops. Why not the fused Attention / RotaryEmbedding / RMSNormalization of opset 23:
@@ -89,17 +90,17 @@ function wrap(g: GraphBuilder, part: GraphPart): OnnxModel {
 
 /** The building blocks, one method per sub-layer of §2.4. */
 class Blocks {
-  private readonly weights = new Map<string, string>();
-  private readonly raws = new Map<string, string>();
+  private readonly w: GraphWeights<TensorRef>;
   readonly g: GraphBuilder;
 
   constructor(
     g: GraphBuilder,
     private readonly d: OpenBADims,
-    private readonly tensors: ReadonlyMap<string, TensorRef>,
-    private readonly locate: (ref: TensorRef) => OnnxExternalData,
+    tensors: ReadonlyMap<string, TensorRef>,
+    locate: (ref: TensorRef) => OnnxExternalData,
   ) {
     this.g = g;
+    this.w = new GraphWeights(g, tensors, locate);
   }
 
   /** Runs the encoder stack; returns its final-LN output, 2-D [B·S, h]. */
@@ -108,7 +109,7 @@ class Blocks {
     const shapeBS = g.op("Shape", [ids]);
     const keyPad = this.keyPadding(mask);
     const rope = this.rotaryTables(ids);
-    let x = this.embed(ids);
+    let x = this.w.embed("shared_embedding.weight", ids, this.d.hidden);
     for (let i = 0; i < this.d.encoderLayers; i++) {
       const p = `encoder.block.${i}`;
       x = g.scope(p, () => {
@@ -125,10 +126,10 @@ class Blocks {
     const g = this.g;
     const shapeBT = g.op("Shape", [ids]);
     const shapeBS = g.op("Shape", [encoderMask]);
-    const causal = this.causalMask(ids);
+    const causal = futureKeys(g, ids).blocked;
     const crossPad = this.keyPadding(encoderMask);
     const rope = this.rotaryTables(ids);
-    let x = this.embed(ids);
+    let x = this.w.embed("shared_embedding.weight", ids, this.d.hidden);
     for (let i = 0; i < this.d.decoderLayers; i++) {
       const p = `decoder.block.${i}`;
       x = g.scope(p, () => {
@@ -157,19 +158,8 @@ class Blocks {
     return g.op("Reshape", [this.linear(x, "lm_head"), outShape]);
   }
 
-  private embed(ids: string): string {
-    // Gather from the table in its stored dtype, then cast only the rows used: casting the whole [V, h] table would
-    // hold a second, fp32 copy of the largest tensor just to read a few rows.
-    const g = this.g;
-    const ref = this.ref("shared_embedding.weight");
-    const table = this.raw(ref);
-    let rows = g.op("Gather", [table, ids], { axis: attr.int(0) });
-    if (ref.dtype !== "F32") rows = g.op("Cast", [rows], { to: attr.int(DTYPES.F32.onnx) });
-    return g.op("Reshape", [rows, g.constI64([-1, this.d.hidden])]);
-  }
-
   private layerNorm(x: string, prefix: string): string {
-    return this.g.op("LayerNormalization", [x, this.weight(`${prefix}.weight`), this.weight(`${prefix}.bias`)], {
+    return this.g.op("LayerNormalization", [x, this.w.weight(`${prefix}.weight`), this.w.weight(`${prefix}.bias`)], {
       axis: attr.int(-1),
       epsilon: attr.float(LN_EPS),
     });
@@ -177,8 +167,7 @@ class Blocks {
 
   /** x·Wᵀ (+ b when the checkpoint has the bias). */
   private linear(x: string, prefix: string): string {
-    const bias = this.tensors.has(`${prefix}.bias`) ? [this.weight(`${prefix}.bias`)] : [];
-    return this.g.op("Gemm", [x, this.weight(`${prefix}.weight`), ...bias], { transB: attr.int(1) });
+    return this.w.linear(x, prefix);
   }
 
   /** Rows are grouped per head as [n, 3, d] (§1.4): view as [B, S, n, 3d], split the last axis into q | k | v. */
@@ -232,33 +221,17 @@ class Blocks {
       string,
       string,
     ];
-    const silu = g.op("Mul", [a, g.op("Sigmoid", [a])]);
-    return this.linear(g.op("Mul", [silu, b]), `${p}.mlp.fc_out`);
+    return this.linear(swiglu(g, a, b), `${p}.mlp.fc_out`);
   }
 
   /** cos/sin [S, d] for positions 0..S−1: inv_freq = 10000^(−2j/d) in fp32, emb = [freqs | freqs]. */
   private rotaryTables(ids: string): Rope {
-    const g = this.g;
     const dh = this.d.kvChannels;
-    const len = g.op("Gather", [g.op("Shape", [ids]), g.constI64([1], [])], { axis: attr.int(0) });
-    const pos = g.op("Cast", [g.op("Range", [g.constI64([0], []), len, g.constI64([1], [])])], {
-      to: attr.int(DTYPES.F32.onnx),
-    });
-    const invFreq = Array.from({ length: dh / 2 }, (_, j) => Math.fround(1 / Math.pow(ROPE_BASE, (2 * j) / dh)));
-    const freqs = g.op("Mul", [g.op("Unsqueeze", [pos, g.constI64([1])]), g.constF32(invFreq, [1, dh / 2])]);
-    const emb = g.op("Concat", [freqs, freqs], { axis: attr.int(-1) });
-    return { cos: g.op("Cos", [emb]), sin: g.op("Sin", [emb]) };
+    return rotaryTables(this.g, ids, Array.from({ length: dh / 2 }, (_, j) => Math.fround(1 / Math.pow(ROPE_BASE, (2 * j) / dh))));
   }
 
-  /** x·cos + rotate_half(x)·sin, rotate_half(x) = [−x₂ | x₁]. */
   private rotate(x: string, rope: Rope): string {
-    const g = this.g;
-    const half = this.d.kvChannels / 2;
-    const axis = g.constI64([3]);
-    const x1 = g.op("Slice", [x, g.constI64([0]), g.constI64([half]), axis]);
-    const x2 = g.op("Slice", [x, g.constI64([half]), g.constI64([2 * half]), axis]);
-    const rot = g.op("Concat", [g.op("Neg", [x2]), x1], { axis: attr.int(-1) });
-    return g.op("Add", [g.op("Mul", [x, rope.cos]), g.op("Mul", [rot, rope.sin])]);
+    return rotate(this.g, x, rope, this.d.kvChannels);
   }
 
   /** attention_mask [B, S] (1 = token, 0 = pad) → bool [B, 1, 1, S], true where the key is padding. */
@@ -267,46 +240,7 @@ class Blocks {
     return g.op("Unsqueeze", [g.op("Equal", [mask, g.constI64([0], [])]), g.constI64([1, 2])]);
   }
 
-  /** bool [T, T], true where key position > query position. */
-  private causalMask(ids: string): string {
-    const g = this.g;
-    const len = g.op("Gather", [g.op("Shape", [ids]), g.constI64([1], [])], { axis: attr.int(0) });
-    const r = g.op("Range", [g.constI64([0], []), len, g.constI64([1], [])]);
-    return g.op("Greater", [g.op("Unsqueeze", [r, g.constI64([0])]), g.op("Unsqueeze", [r, g.constI64([1])])]);
-  }
-
   private concatShape(shapeBS: string, tail: number[]): string {
-    return this.g.op("Concat", [shapeBS, this.g.constI64(tail)], { axis: attr.int(0) });
+    return concatShape(this.g, shapeBS, tail);
   }
-
-  private ref(name: string): TensorRef {
-    const t = this.tensors.get(name);
-    if (!t) throw new TypeError(`graph needs tensor "${name}", which the model dir does not have`);
-    return t;
-  }
-
-  /** The initializer in its stored dtype, declared once however often it is used. */
-  private raw(ref: TensorRef): string {
-    const hit = this.raws.get(ref.name);
-    if (hit !== undefined) return hit;
-    const value = this.g.external(ref.name, DTYPES[ref.dtype].onnx, ref.shape, this.locate(ref));
-    this.raws.set(ref.name, value);
-    return value;
-  }
-
-  /** The weight as fp32: the external initializer itself, or a Cast of it. Each weight is declared once. */
-  private weight(name: string): string {
-    const hit = this.weights.get(name);
-    if (hit !== undefined) return hit;
-    const ref = this.ref(name);
-    const raw = this.raw(ref);
-    const value = ref.dtype === "F32" ? raw : this.g.op("Cast", [raw], { to: attr.int(DTYPES.F32.onnx) });
-    this.weights.set(name, value);
-    return value;
-  }
-}
-
-interface Rope {
-  cos: string;
-  sin: string;
 }

@@ -1,6 +1,7 @@
 import { existsSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { basename, join, resolve } from "node:path";
+import { moeNote } from "../models/moe/config-dims.js";
 import { MASKS_FILE } from "../ops/prune/structure.js";
 import { MegahubError } from "../errors.js";
 import { appendVerification, readManifest } from "../plan/manifest.js";
@@ -99,6 +100,7 @@ export async function verifyModel(dir: string, options: VerifyOptions): Promise<
   const opened = await readAnyModelDir(dir);
   const model = opened.model;
   const notes: string[] = [];
+  if (opened.kind === "gpt" && opened.model.dims.moe) notes.push(moeNote(opened.model.dims.moe, opened.model.dims.hidden, opened.model.tensors));
   let kind: VerifyResult["kind"];
   let refName: string;
   let testLogits: Float32Array;

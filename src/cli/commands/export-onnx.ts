@@ -12,7 +12,7 @@ export const exportOnnxCommand: Command = {
   details: [
     "Writes model.onnx (input_ids, attention_mask, decoder_input_ids → logits), encoder_model.onnx and",
     "decoder_model.onnx (last-position logits for generation), opset 17, all reading model.onnx.data beside them.",
-    "Llama / Mistral / Qwen2 / Qwen3: model.onnx alone (input_ids, attention_mask → logits [B,S,V], no KV cache).",
+    "Llama / Mistral / Qwen2 / Qwen3 and Mixtral / Qwen2-MoE / Qwen3-MoE: model.onnx alone (input_ids, attention_mask → logits [B,S,V], no KV cache).",
     "Weights keep their stored dtype; F16/BF16 are cast to fp32 inside the graph. --out must not exist or be empty.",
   ],
   async run(positionals, values, reporter) {

@@ -22,7 +22,7 @@ export const generateCommand: Command = {
     "The prompt goes through the chat template: --chat-template <file>, else tokenizer_config.json's chat_template,",
     "else chat_template.jinja, else OpenBA's default `<S> {input} <extra_id_0>`. --raw tokenizes the prompt as is.",
     "Needs spiece.model in <hf-dir>. --max-new-tokens defaults to 32; decoding stops at </s>.",
-    "Llama / Mistral / Qwen2 / Qwen3 dirs use tokenizer.json; without a chat template the prompt is tokenized as is",
+    "Llama / Mistral / Qwen2 / Qwen3 (and MoE: Mixtral / Qwen2-MoE / Qwen3-MoE) dirs use tokenizer.json; without a chat template the prompt is tokenized as is",
     "(with the tokenizer's BOS), and decoding stops at any eos_token_id of generation_config.json / config.json.",
   ],
   async run(positionals, values, reporter) {

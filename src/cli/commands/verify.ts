@@ -29,7 +29,7 @@ export const verifyCommand: Command = {
   details: [
     "--reference: safetensors with input_ids I64 [B,S], attention_mask [B,S] (optional), decoder_input_ids I64 [B,T]",
     "             and logits F32 [B,T,V] from an independent implementation. For a decoder-only model (Llama, Mistral,",
-    "             Qwen2, Qwen3) no decoder_input_ids and logits F32 [B,S,V] (scripts/gpt_reference.py writes one with",
+    "             Qwen2, Qwen3, Mixtral, Qwen2-MoE, Qwen3-MoE) no decoder_input_ids and logits F32 [B,S,V] (scripts/gpt_reference.py writes one with",
     "             transformers); positions where attention_mask is 0 are not compared.",
     "--against:   run both models on the same inputs (--inputs, or built-in ones); with --id-map (JSON old→new ids",
     "             from vocabulary pruning) compare on the kept ids. <hf-dir> is the new/pruned model.",

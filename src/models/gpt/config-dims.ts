@@ -1,19 +1,22 @@
 import { MegahubError } from "../../errors.js";
 import type { Dtype } from "../../tensors/dtypes.js";
+import { expectedMoeLayerTensors, moeConfigDims, MOE_FAMILIES, type GptMoeDims, type MoeFamily } from "../moe/config-dims.js";
 
 /**
  * What the decoder-only graph needs from an HF `LlamaForCausalLM` / `MistralForCausalLM` / `Qwen2ForCausalLM` /
- * `Qwen3ForCausalLM` directory: dims from config.json, cross-checked against every tensor's shape, read the way
+ * `Qwen3ForCausalLM` directory, or a mixture-of-experts `MixtralForCausalLM` / `Qwen2MoeForCausalLM` /
+ * `Qwen3MoeForCausalLM` one: dims from config.json, cross-checked against every tensor's shape, read the way
  * transformers 5.18's own classes read those fields (including the v4 spellings `rope_theta` / `rope_scaling` that
  * older configs and other writers still use).
  */
-export type GptFamily = "llama" | "mistral" | "qwen2" | "qwen3";
+export type GptFamily = "llama" | "mistral" | "qwen2" | "qwen3" | MoeFamily;
 
 export const GPT_ARCHITECTURES = {
   llama: "LlamaForCausalLM",
   mistral: "MistralForCausalLM",
   qwen2: "Qwen2ForCausalLM",
   qwen3: "Qwen3ForCausalLM",
+  ...MOE_FAMILIES,
 } as const satisfies Record<GptFamily, string>;
 
 /** The part of a tensor reference the graph reads (the rest — file, offset — only goes to `locate`). */
@@ -57,6 +60,8 @@ export interface GptDims {
   readonly qkNorm: boolean;
   /** Per layer: the sliding-window size, or null for full causal attention. */
   readonly slidingWindow: readonly (number | null)[];
+  /** Mixture of experts (Mixtral, Qwen2-MoE, Qwen3-MoE); undefined when no layer is sparse. */
+  readonly moe: GptMoeDims | undefined;
 }
 
 type Config = Readonly<Record<string, unknown>>;
@@ -64,7 +69,7 @@ type Config = Readonly<Record<string, unknown>>;
 /** The family a config.json names (model_type first, then architectures), or undefined for any other model. */
 export function gptFamilyOf(config: Config): GptFamily | undefined {
   const mt = config.model_type;
-  if (mt === "llama" || mt === "mistral" || mt === "qwen2" || mt === "qwen3") return mt;
+  if (typeof mt === "string" && Object.hasOwn(GPT_ARCHITECTURES, mt)) return mt as GptFamily;
   const archs = Array.isArray(config.architectures) ? config.architectures : [];
   for (const [family, arch] of Object.entries(GPT_ARCHITECTURES) as [GptFamily, string][]) {
     if (archs.includes(arch)) return family;
@@ -79,11 +84,12 @@ const int = (c: Config, key: string): number | undefined => {
 };
 
 /** `rope_parameters` (transformers 5) or `rope_theta` + `rope_scaling` (4.x), as standardize_rope_params merges them. */
-function ropeOf(c: Config, problems: string[]): RopeSpec {
+function ropeOf(c: Config, family: GptFamily, problems: string[]): RopeSpec {
   const nested = c.rope_parameters ?? c.rope_scaling;
   const p: Config = typeof nested === "object" && nested !== null ? (nested as Config) : {};
   const type = (typeof p.rope_type === "string" ? p.rope_type : typeof p.type === "string" ? p.type : "default") as string;
-  const theta = num(p, "rope_theta") ?? num(c, "rope_theta") ?? 10000;
+  // MixtralConfig.default_theta is 1e6; the other classes keep the base class's 10000.
+  const theta = num(p, "rope_theta") ?? num(c, "rope_theta") ?? (family === "mixtral" ? 1e6 : 10000);
   const partial = num(p, "partial_rotary_factor") ?? num(c, "partial_rotary_factor") ?? 1;
   // These four classes rotate the whole head (apply_rotary_pos_emb has no pass-through part).
   if (partial !== 1) problems.push(`partial_rotary_factor ${partial} is not used by these model classes (expected 1)`);
@@ -107,11 +113,15 @@ function ropeOf(c: Config, problems: string[]): RopeSpec {
 }
 
 /** Sliding window per layer, as each family's modeling code decides it. */
-function windowsOf(family: GptFamily, c: Config, layers: number): (number | null)[] {
-  // Absent means the config class default (4096 in Mistral and Qwen2/3); an explicit null means none.
-  const window = "sliding_window" in c ? (int(c, "sliding_window") ?? null) : 4096;
-  if (family === "llama") return new Array<number | null>(layers).fill(null);
-  if (family === "mistral") return new Array<number | null>(layers).fill(window);
+function windowsOf(family: GptFamily, c: Config, layers: number, problems: string[]): (number | null)[] {
+  // Absent means the config class default (4096 in Mistral and Qwen2/3, none in Mixtral); an explicit null means none.
+  const window = "sliding_window" in c ? (int(c, "sliding_window") ?? null) : family === "mixtral" ? null : 4096;
+  const all = (w: number | null) => new Array<number | null>(layers).fill(w);
+  if (family === "llama") return all(null);
+  if (family === "mistral" || family === "mixtral") return all(window);
+  // Qwen3MoeConfig: sliding_window kept only with use_sliding_window, then on every layer (no layer_types).
+  if (family === "qwen3_moe") return all(c.use_sliding_window === true ? window : null);
+  if (family === "qwen2_moe") return qwen2MoeWindows(c, layers, window, problems);
   // Qwen2/3: layer_types when saved (transformers 5), else the 4.x rule: sliding from max_window_layers on.
   const types = Array.isArray(c.layer_types) ? c.layer_types : undefined;
   const use = c.use_sliding_window === true && window !== null;
@@ -119,6 +129,23 @@ function windowsOf(family: GptFamily, c: Config, layers: number): (number | null
   return Array.from({ length: layers }, (_, i) => {
     const sliding = types !== undefined ? types[i] === "sliding_attention" : use && i >= from;
     return sliding && use ? window : null;
+  });
+}
+
+/**
+ * Qwen2MoeConfig: layer_types when saved, else sliding on even layers below max_window_layers (default 28) with
+ * use_sliding_window — not Qwen2's rule. Without use_sliding_window the class sets sliding_window to 0, so a saved
+ * "sliding_attention" layer would see no key at all: refused rather than reproduced.
+ */
+function qwen2MoeWindows(c: Config, layers: number, window: number | null, problems: string[]): (number | null)[] {
+  const use = c.use_sliding_window === true;
+  const types = Array.isArray(c.layer_types) ? c.layer_types : undefined;
+  const from = int(c, "max_window_layers") ?? 28;
+  return Array.from({ length: layers }, (_, i) => {
+    const sliding = types !== undefined ? types[i] === "sliding_attention" : use && i % 2 === 0 && i < from;
+    if (!sliding) return null;
+    if (!use || window === null || window <= 0) problems.push(`layer ${i} is sliding_attention but use_sliding_window / sliding_window give it no window`);
+    return window;
   });
 }
 
@@ -160,7 +187,7 @@ function fail(family: GptFamily, problems: readonly string[], dir: string): void
  */
 function configDims(config: Config, dir: string, problems: string[]): GptDims {
   const family = gptFamilyOf(config);
-  if (family === undefined) throw new MegahubError("MODEL", "config.json names no Llama/Mistral/Qwen2/Qwen3 model", { file: dir });
+  if (family === undefined) throw new MegahubError("MODEL", "config.json names no Llama/Mistral/Qwen2/Qwen3/Mixtral/Qwen2-MoE/Qwen3-MoE model", { file: dir });
   const need = (key: string): number => {
     const v = int(config, key);
     if (v === undefined || v <= 0) problems.push(`config.json lacks ${key}`);
@@ -170,8 +197,12 @@ function configDims(config: Config, dir: string, problems: string[]): GptDims {
   const heads = need("num_attention_heads");
   const layers = need("num_hidden_layers");
   const act = config.hidden_act ?? "silu";
+  const qwen3 = family === "qwen3" || family === "qwen3_moe";
   if (act !== "silu") problems.push(`hidden_act "${String(act)}" is not supported (silu is)`);
   const headDim = int(config, "head_dim") ?? (heads > 0 ? hidden / heads : 0);
+  const moe = moeConfigDims(family, config, layers, problems);
+  // intermediate_size is the dense layers' MLP (Mixtral's experts'): needed only where some layer reads it.
+  const denseFree = moe !== undefined && moe.sparse.every(Boolean) && family !== "mixtral";
   const dims: GptDims = {
     family,
     vocab: need("vocab_size"),
@@ -180,15 +211,21 @@ function configDims(config: Config, dir: string, problems: string[]): GptDims {
     heads,
     kvHeads: int(config, "num_key_value_heads") ?? heads,
     headDim,
-    ffn: need("intermediate_size"),
-    rmsEps: num(config, "rms_norm_eps") ?? 1e-6,
-    rope: ropeOf(config, problems),
+    ffn: denseFree ? (int(config, "intermediate_size") ?? 0) : need("intermediate_size"),
+    // MixtralConfig's default is 1e-5, every other class's 1e-6.
+    rmsEps: num(config, "rms_norm_eps") ?? (family === "mixtral" ? 1e-5 : 1e-6),
+    rope: ropeOf(config, family, problems),
     tied: config.tie_word_embeddings === true,
-    qkvBias: family === "qwen2" || ((family === "llama" || family === "qwen3") && config.attention_bias === true),
-    oBias: (family === "llama" || family === "qwen3") && config.attention_bias === true,
+    // Qwen2-MoE's q/k/v biases follow qkv_bias (default true); Qwen3(-MoE)'s attention_bias covers o_proj too.
+    qkvBias:
+      family === "qwen2" ||
+      (family === "qwen2_moe" && config.qkv_bias !== false) ||
+      ((family === "llama" || qwen3) && config.attention_bias === true),
+    oBias: (family === "llama" || qwen3) && config.attention_bias === true,
     mlpBias: family === "llama" && config.mlp_bias === true,
-    qkNorm: family === "qwen3",
-    slidingWindow: windowsOf(family, config, layers),
+    qkNorm: qwen3,
+    slidingWindow: windowsOf(family, config, layers, problems),
+    moe,
   };
   if (!Number.isSafeInteger(headDim) || headDim <= 0 || headDim % 2 !== 0) {
     problems.push(`head_dim ${headDim} must be a positive even integer (rotate-half RoPE)`);
@@ -218,6 +255,10 @@ export function expectedGptTensors(d: GptDims): Map<string, number[]> {
     if (d.qkNorm) {
       m.set(`${p}self_attn.q_norm.weight`, [d.headDim]);
       m.set(`${p}self_attn.k_norm.weight`, [d.headDim]);
+    }
+    if (d.moe?.sparse[i] === true) {
+      for (const [name, shape] of expectedMoeLayerTensors(d.family, d.moe, d.hidden, i)) m.set(name, shape);
+      continue;
     }
     for (const [name, shape] of [["gate_proj", [d.ffn, d.hidden]], ["up_proj", [d.ffn, d.hidden]], ["down_proj", [d.hidden, d.ffn]]] as const) {
       m.set(`${p}mlp.${name}.weight`, [...shape]);
