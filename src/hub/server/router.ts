@@ -18,8 +18,8 @@ export async function route(ctx: RequestContext, state: HubState, truncateAfter:
   const s = ctx.segments;
   const m = ctx.method;
   if (s[0] === "__megahub" && s[1] === "lfs") {
-    const headers = await state.lfs.handleUpload(m, s.slice(2), ctx.req);
-    sendJson(ctx, 200, {}, headers);
+    const { headers, body } = await state.lfs.handleUpload(m, s.slice(2), ctx.req);
+    sendJson(ctx, 200, body ?? {}, headers);
     return;
   }
   if (s[0] === "__megahub" && s[1] === "cas") {
