@@ -211,7 +211,7 @@ async function handle(
       req.resume();
       throw new HttpError(401, "Invalid credentials in Authorization header");
     }
-    await route(ctx, state, fault?.kind === "truncate" ? fault.afterBytes : undefined);
+    await route(ctx, state, fault?.kind === "truncate" || fault?.kind === "cut" ? fault.afterBytes : undefined);
   } catch (e) {
     if (res.headersSent || res.destroyed || req.socket?.destroyed !== false) {
       res.destroy();

@@ -171,6 +171,7 @@ export class LfsStore {
     method: string,
     rest: readonly string[],
     req: IncomingMessage,
+    cutAfter?: number,
   ): Promise<{ headers: Record<string, string>; body?: SegmentStatus }> {
     const [id, kind, n] = rest;
     const ticket = id !== undefined ? this.tickets.get(id) : undefined;
@@ -208,7 +209,13 @@ export class LfsStore {
     }
     const offset = requestOffset(req, segment.length);
     if (offset > 0) this.stats.resumed++;
-    const got = await segment.receive(await this.tmpPath(`${id}.upload`), req, offset, (k) => (this.stats.bytesReceived += k));
+    let seen = 0;
+    const onBytes = (k: number) => {
+      this.stats.bytesReceived += k;
+      seen += k;
+      if (cutAfter !== undefined && seen >= cutAfter) req.destroy(); // an injected fault: the connection dies mid-body
+    };
+    const got = await segment.receive(await this.tmpPath(`${id}.upload`), req, offset, onBytes);
     if (!got.complete) {
       this.stats.rejected++;
       throw got.error;
