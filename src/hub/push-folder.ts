@@ -99,15 +99,9 @@ export interface PushResult {
   cardPreview?: string;
   /** Bytes of the new or changed files. */
   uploadBytes: number;
-  /**
-   * Request-body bytes of successful requests (LFS objects the Hub already stored are not sent; bytes of a failed
-   * attempt are taken back, and count in `bytesResumed` when the Hub kept them).
-   */
+  /** Request-body bytes of successful requests (a failed attempt's are taken back; stored objects are not sent). */
   bytesSent: number;
-  /**
-   * Bytes of unfinished uploads (an interrupted earlier push) the Hub already held and so were not sent again;
-   * only servers with megahub's resumable uploads (`megahub hub serve`) report them, others get plain uploads.
-   */
+  /** Bytes of unfinished uploads the Hub already held, not sent again (only `megahub hub serve` keeps them). */
   bytesResumed: number;
   retries: number;
 }
