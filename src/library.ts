@@ -3,8 +3,8 @@
  * library (and of huggingface.js): one object in, `onProgress(done, total)` in it, a result object out.
  */
 import { countCorpus, openSentencePiece, type CountOptions, type VocabCounts } from "./ops/vocab/count.js";
-import { packDir } from "./formats/tar/pack.js";
-import { unpackTar } from "./formats/tar/unpack.js";
+import { packDir, planPack, type PackPlan, type PackResult } from "./formats/tar/pack.js";
+import { planUnpack, unpackTar, type UnpackPlan, type UnpackResult } from "./formats/tar/unpack.js";
 
 export interface CountVocabParams extends CountOptions {
   /** Corpus files (plain text, JSON lines, .gz). */
@@ -24,12 +24,14 @@ export interface PackParams {
   dir: string;
   /** The .tar to write; refused when it exists. */
   out: string;
+  /** Check and list what would be packed (the result's `members`); write nothing. */
+  dryRun?: boolean;
   onProgress?: (done: number, total: number) => void;
 }
 
 /** `megahub pack`: an uncompressed tar with a sha256 manifest, readable in place by inspect and convert. */
-export function pack(params: PackParams): ReturnType<typeof packDir> {
-  return packDir(params.dir, params.out, params.onProgress);
+export function pack(params: PackParams): Promise<PackResult | PackPlan> {
+  return params.dryRun === true ? planPack(params.dir, params.out) : packDir(params.dir, params.out, params.onProgress);
 }
 
 export interface UnpackParams {
@@ -37,10 +39,12 @@ export interface UnpackParams {
   file: string;
   /** The folder to create; it appears only when every file checked out. */
   out: string;
+  /** Check the headers against the manifest and list what would be written (`members`); write nothing. */
+  dryRun?: boolean;
   onProgress?: (done: number, total: number) => void;
 }
 
 /** `megahub unpack`: extracts and checks every file against the archive's manifest. */
-export function unpack(params: UnpackParams): ReturnType<typeof unpackTar> {
-  return unpackTar(params.file, params.out, params.onProgress);
+export function unpack(params: UnpackParams): Promise<UnpackResult | UnpackPlan> {
+  return params.dryRun === true ? planUnpack(params.file, params.out) : unpackTar(params.file, params.out, params.onProgress);
 }

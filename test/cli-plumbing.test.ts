@@ -4,11 +4,11 @@
  * fits the terminal and shows up in logs.
  */
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PassThrough } from "node:stream";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createReporter, renderBar } from "../src/cli/reporter.js";
 import { isMegahubError } from "../src/errors.js";
 import { checkFreeSpace } from "../src/plan/run.js";
@@ -146,5 +146,94 @@ describe.skipIf(!hasFixture("megatron", "fp32-tp1"))("verify", () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toContain("PASS");
     expect(r.stderr).toMatch(/could not record the result .*the verdict stands/);
+  });
+});
+
+describe.skipIf(!hasFixture("megatron", "fp32-tp1"))("every writing command takes --dry-run", () => {
+  const dry = join(work, "dry");
+  const hubData = join(work, "dry-hub");
+  const token = "hf_dryRunToken1";
+  let hubUrl = "";
+  let server: ReturnType<typeof spawn> | undefined;
+  const HF = join(dry, "hf");
+  const TAR = join(dry, "hf.tar");
+
+  beforeAll(async () => {
+    mkdirSync(dry, { recursive: true });
+    expect(megahub(["convert", CKPT, "--out", HF, "--quiet"]).code).toBe(0);
+    expect(megahub(["pack", HF, "--out", TAR, "--quiet"]).code).toBe(0);
+    server = spawn(process.execPath, [BIN, "hub", "serve", "--port", "0", "--data", hubData, "--token", token], { stdio: ["ignore", "pipe", "pipe"] });
+    hubUrl = await new Promise<string>((done) => {
+      let seen = "";
+      const look = (c: Buffer) => {
+        seen += c.toString();
+        const m = /local hub on (http:\/\/\S+)/.exec(seen);
+        if (m) done(m[1] as string);
+      };
+      server?.stdout?.on("data", look);
+      server?.stderr?.on("data", look);
+    });
+    const { pushFolder } = await import("../src/hub/push-folder.js");
+    await pushFolder({ dir: HF, repo: "local/dry", hubUrl, accessToken: token });
+  }, 120_000);
+  afterAll(() => void server?.kill("SIGTERM"));
+
+  /** Every file under the test's folders and the hub's storage, with size and mtime: a dry run must change none. */
+  const snapshot = () => {
+    const out: string[] = [];
+    const walk = (d: string) => {
+      for (const e of readdirSync(d, { withFileTypes: true })) {
+        const p = join(d, e.name);
+        if (e.isDirectory()) walk(p);
+        else out.push(`${p} ${statSync(p).size} ${statSync(p).mtimeMs}`);
+      }
+    };
+    walk(work);
+    walk(CKPT);
+    return out.sort();
+  };
+
+  it.each([
+    ["convert", () => ["convert", CKPT, "--out", join(dry, "out")]],
+    ["reshard", () => ["reshard", CKPT, "--out", join(dry, "out"), "--tp", "2", "--tokenizer", fixture("tokenizer", "spiece.model")]],
+    ["prune", () => ["prune", CKPT, "--out", join(dry, "out"), "--ffn", "100", "--strategy", "magnitude"]],
+    ["prune-vocab", () => ["prune-vocab", CKPT, "--out", join(dry, "out"), "--tokenizer", fixture("tokenizer", "spiece.model"), "--corpus", fixture("corpus", "train.txt"), "--keep", "700"]],
+    ["to-megatron", () => ["to-megatron", HF, "--out", join(dry, "out"), "--tp", "1"]],
+    ["push", () => ["push", HF, "--repo", "local/dry-new", "--hub-url", hubUrl, "--token", token]],
+    ["pull", () => ["pull", "local/dry", "--out", join(dry, "out"), "--hub-url", hubUrl]],
+    ["pack", () => ["pack", HF, "--out", join(dry, "out.tar")]],
+    ["unpack", () => ["unpack", TAR, "--out", join(dry, "out")]],
+    ["export-onnx", () => ["export-onnx", HF, "--out", join(dry, "out")]],
+  ])("%s --dry-run prints the plan, also as JSON, and writes nothing", (name, args) => {
+    const before = snapshot();
+    const human = megahub([...args(), "--dry-run"]);
+    expect(human.code, human.stderr).toBe(0);
+    expect(human.stderr + human.stdout).toMatch(/dry run|plan|would/i);
+    const j = megahub([...args(), "--dry-run", "--json"]);
+    expect(j.code, j.stderr).toBe(0);
+    const res = j.json<{ ok: boolean; dryRun?: boolean; out?: string; outDir?: string }>();
+    expect(res.ok).toBe(true);
+    expect(res.dryRun, name).toBe(true);
+    expect(snapshot()).toEqual(before);
+  });
+
+  it.each([
+    ["pack", () => ["pack", HF, "--out", TAR], /already exists/],
+    ["unpack", () => ["unpack", TAR, "--out", HF], /already exists/],
+    ["export-onnx", () => ["export-onnx", HF, "--out", HF], /already exists/],
+    ["pull", () => ["pull", "local/dry", "--out", HF, "--hub-url", hubUrl], /already exists/],
+  ])("%s --dry-run refuses what the real run refuses", (_name, args, message) => {
+    const r = megahub([...args(), "--dry-run"]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(message);
+  });
+
+  it("pack and unpack plans list the files the real runs write", () => {
+    const plan = megahub(["unpack", TAR, "--out", join(dry, "u"), "--dry-run", "--json"]).json<{ files: number; bytes: number; members: Array<{ path: string }> }>();
+    const real = megahub(["unpack", TAR, "--out", join(dry, "u"), "--json"]).json<{ files: number; bytes: number }>();
+    expect({ files: plan.files, bytes: plan.bytes }).toEqual({ files: real.files, bytes: real.bytes });
+    const packPlan = megahub(["pack", HF, "--out", join(dry, "p.tar"), "--dry-run", "--json"]).json<{ files: number; bytes: number }>();
+    expect({ files: packPlan.files, bytes: packPlan.bytes }).toEqual({ files: real.files, bytes: real.bytes });
+    rmSync(join(dry, "u"), { recursive: true, force: true });
   });
 });

@@ -2,6 +2,7 @@ import { setTimeout as delay } from "node:timers/promises";
 import { Agent, fetch as undiciFetch, type RequestInit as UndiciRequestInit } from "undici";
 import { requestWithBlobBody } from "./blob-request.js";
 import { redact } from "./redact.js";
+import { isLfsBatch, ResumableUploads } from "./upload-resume.js";
 import {
   backoffDelay,
   DEFAULT_RETRY_POLICY,
@@ -49,12 +50,17 @@ export interface HubFetchOptions {
    * path of the file being uploaded); when it did, the upload counts as done instead of failing the push.
    */
   confirmStored?: (upload: { oid?: string | undefined; path?: string | undefined }) => Promise<boolean>;
+  /**
+   * Ask LFS batch calls for resumable upload URLs and send only the bytes the server lacks (see
+   * upload-resume.ts); servers without the extension get plain uploads. @default true
+   */
+  resumeUploads?: boolean;
 }
 
 /** A fetch for @huggingface/hub plus what it counted. Call `close()` to release the sockets. */
 export interface HubFetch {
   readonly fetch: typeof fetch;
-  readonly stats: { requests: number; retries: number; confirmedStored: number };
+  readonly stats: { requests: number; retries: number; confirmedStored: number; bytesSkipped: number };
   close(): Promise<void>;
 }
 
@@ -80,8 +86,9 @@ export function createHubFetch(options: HubFetchOptions = {}): HubFetch {
     headersTimeout: options.headersTimeoutMs ?? 900_000,
     bodyTimeout: options.bodyTimeoutMs ?? 120_000,
   });
-  const stats = { requests: 0, retries: 0, confirmedStored: 0 };
+  const stats = { requests: 0, retries: 0, confirmedStored: 0, bytesSkipped: 0 };
   const secrets = options.secrets ?? [];
+  const resumable = options.resumeUploads === false ? undefined : new ResumableUploads(agent);
 
   const hubFetch = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
     if (input instanceof Request) {
@@ -101,6 +108,8 @@ export function createHubFetch(options: HubFetchOptions = {}): HubFetch {
       body instanceof URLSearchParams;
     const path = progressPath(init);
     const upload = uploadOf(method, body, init);
+    const batch = resumable !== undefined && isLfsBatch(method, url);
+    const sendInit = batch ? resumable.batchInit(init) : init;
     let answerLost = false;
     for (let attempt = 0; ; attempt++) {
       let sent = 0;
@@ -117,8 +126,10 @@ export function createHubFetch(options: HubFetchOptions = {}): HubFetch {
       try {
         res =
           body instanceof Blob
-            ? await requestWithBlobBody(url, init ?? {}, body, agent, count)
-            : ((await undiciFetch(url, { ...(init as UndiciRequestInit), dispatcher: agent })) as unknown as Response);
+            ? method === "PUT" && resumable?.has(url)
+              ? await resumable.send(url, init ?? {}, body, count)
+              : await requestWithBlobBody(url, init ?? {}, body, agent, count)
+            : ((await undiciFetch(url, { ...(sendInit as UndiciRequestInit), dispatcher: agent })) as unknown as Response);
       } catch (e) {
         rollback();
         answerLost = true;
@@ -138,7 +149,8 @@ export function createHubFetch(options: HubFetchOptions = {}): HubFetch {
         }
       }
       if (!isRetryableStatus(res.status) || !replayable || attempt >= policy.maxRetries) {
-        return res;
+        if (resumable !== undefined) stats.bytesSkipped = resumable.bytesSkipped;
+        return batch ? resumable.noteBatch(res) : res;
       }
       const retryAfter = parseRetryAfter(res.headers.get("retry-after"));
       if (retryAfter !== undefined && retryAfter > policy.maxRetryAfterMs) {

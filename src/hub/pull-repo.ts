@@ -24,6 +24,8 @@ export interface PullRepoOptions {
   accessToken?: string | undefined;
   /** Files downloaded at once. @default 4 */
   concurrency?: number | undefined;
+  /** List what would be downloaded and where; create and download nothing. @default false */
+  dryRun?: boolean | undefined;
   /** Mid-body connection losses resumed per file within one run. @default 5 */
   maxResumes?: number | undefined;
   fetchOptions?: Omit<HubFetchOptions, "onUploadBytes" | "onRetry" | "secrets"> | undefined;
@@ -52,6 +54,9 @@ export interface PullResult {
   /** Files continued from a partial download. */
   resumed: string[];
   retries: number;
+  dryRun: boolean;
+  /** Dry run: the files still to download (those a killed earlier run verified are left out), with their sizes. */
+  planned?: Array<{ path: string; bytes: number }>;
 }
 
 /**
@@ -96,11 +101,11 @@ export async function pullRepo(options: PullRepoOptions): Promise<PullResult> {
     }
     const commit = state.head;
     const files = [...state.files.values()];
-    await mkdirp(objects); // not mkdir -p: that never returns under /proc
     const total = files.reduce((n, f) => n + f.size, 0);
     let done = 0;
+    const dryRun = options.dryRun === true;
     const result: PullResult = {
-      repo, revision, commit, out: target, files: files.length, bytes: total, bytesDownloaded: 0, resumed: [], retries: 0,
+      repo, revision, commit, out: target, files: files.length, bytes: total, bytesDownloaded: 0, resumed: [], retries: 0, dryRun,
     };
     const pending: RemoteFile[] = [];
     for (const f of files) {
@@ -109,6 +114,8 @@ export async function pullRepo(options: PullRepoOptions): Promise<PullResult> {
       else pending.push(f);
     }
     emit({ type: "plan", commit, files: files.length, bytes: total, alreadyHere: files.length - pending.length });
+    if (dryRun) return { ...result, retries: hub.stats.retries, planned: pending.map((f) => ({ path: f.path, bytes: f.size })) };
+    await mkdirp(objects); // not mkdir -p: that never returns under /proc
     emit({ type: "download", done, total });
     await runQueue(pending, options.concurrency ?? 4, async (f) => {
       const objKey = objectKey(f);

@@ -99,8 +99,10 @@ export interface PushResult {
   cardPreview?: string;
   /** Bytes of the new or changed files. */
   uploadBytes: number;
-  /** Request-body bytes that actually left (LFS objects the Hub already stored are not sent). */
+  /** Request-body bytes of successful requests (a failed attempt's are taken back; stored objects are not sent). */
   bytesSent: number;
+  /** Bytes of unfinished uploads the Hub already held, not sent again (only `megahub hub serve` keeps them). */
+  bytesResumed: number;
   retries: number;
 }
 
@@ -118,8 +120,9 @@ interface PushItem {
  * Pushes a folder to a Hub model repo the careful way: creates the repo (409 = exists), compares every file with
  * the revision's tree (sha256 of LFS files, git blob id of the others) and sends only what differs, in commits
  * under the Hub's limits, each with the previous head as parent. Re-running after any failure resumes: landed
- * commits are skipped by the comparison, and LFS objects uploaded before the failure are skipped by the Hub's
- * batch answer. All requests go through {@link createHubFetch} (keep-alive, retries, byte counting).
+ * commits are skipped by the comparison, LFS objects uploaded before the failure are skipped by the Hub's
+ * batch answer, and of objects left half-sent, a server with megahub's resumable uploads gets only the missing
+ * bytes (upload-resume.ts). All requests go through {@link createHubFetch} (keep-alive, retries, byte counting).
  *
  * @example
  * const r = await pushFolder({ dir: "out/hf", repo: "me/openba-pruned", accessToken: hub.token, hubUrl: hub.url });
@@ -168,7 +171,7 @@ export async function pushFolder(options: PushFolderOptions): Promise<PushResult
   };
   const result: PushResult = {
     repo, revision, hubUrl, created: false, dryRun, card, commits: [], uploaded: [], unchanged: 0,
-    uploadBytes: 0, bytesSent: 0, retries: 0, deleted: [], superseded: [],
+    uploadBytes: 0, bytesSent: 0, bytesResumed: 0, retries: 0, deleted: [], superseded: [],
   };
   const readme = items.find((i) => i.path === "README.md" && i.bytes !== undefined);
   if (dryRun && readme?.bytes) result.cardPreview = new TextDecoder().decode(readme.bytes);
@@ -227,6 +230,7 @@ export async function pushFolder(options: PushFolderOptions): Promise<PushResult
     return result;
   } finally {
     result.bytesSent = progress.bytesSent;
+    result.bytesResumed = hub.stats.bytesSkipped;
     result.retries = hub.stats.retries;
     await hub.close();
   }

@@ -1,8 +1,8 @@
 import { open, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { encodeModel } from "../formats/onnx/proto.js";
 import { FileSource } from "../io/byte-source.js";
-import { StagedDir } from "../io/atomic.js";
+import { assertWritableTarget, StagedDir } from "../io/atomic.js";
 import { buildGptGraph } from "../models/gpt/onnx-graph.js";
 import { readAnyModelDir } from "./gpt-model-dir.js";
 import type { TensorRef } from "../models/openba/hf-dir.js";
@@ -28,6 +28,8 @@ const COPY_CHUNK = 64 << 20;
 export interface ExportOptions {
   /** Progress in bytes copied. */
   onProgress?: (done: number, total: number) => void;
+  /** Build the graphs and plan the data file, check --out, write nothing. @default false */
+  dryRun?: boolean;
 }
 
 export interface ExportResult {
@@ -37,6 +39,9 @@ export interface ExportResult {
   tensors: number;
   opset: number;
   irVersion: number;
+  dryRun: boolean;
+  /** Every file written (or, on a dry run, to be written) with its size. */
+  sizes: Array<{ file: string; bytes: number }>;
 }
 
 /**
@@ -73,6 +78,20 @@ export async function exportOnnx(dir: string, outDir: string, options: ExportOpt
           file: g.file,
           bytes: encodeModel(buildOpenBAGraph(opened.model.dims, opened.model.tensors, { part: g.part, logits: g.logits, locate })),
         }));
+  const result: ExportResult = {
+    outDir,
+    files: [...graphs.map((g) => g.file), EXPORT_DATA_FILE],
+    dataBytes: cursor,
+    tensors: placed.size,
+    opset: OPSET,
+    irVersion: IR_VERSION,
+    dryRun: options.dryRun === true,
+    sizes: [...graphs.map((g) => ({ file: g.file, bytes: g.bytes.byteLength })), { file: EXPORT_DATA_FILE, bytes: cursor }],
+  };
+  if (options.dryRun === true) {
+    await assertWritableTarget(resolve(outDir));
+    return result;
+  }
   const staged = await StagedDir.create(outDir);
   try {
     for (const g of graphs) await writeFile(join(staged.path, g.file), g.bytes);
@@ -82,14 +101,7 @@ export async function exportOnnx(dir: string, outDir: string, options: ExportOpt
     await staged.abort();
     throw e;
   }
-  return {
-    outDir,
-    files: [...graphs.map((g) => g.file), EXPORT_DATA_FILE],
-    dataBytes: cursor,
-    tensors: placed.size,
-    opset: OPSET,
-    irVersion: IR_VERSION,
-  };
+  return result;
 }
 
 async function copyWeights(

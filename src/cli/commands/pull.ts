@@ -7,9 +7,10 @@ import { SUMMARIES } from "./summaries.js";
 export const pullCommand: Command = {
   name: "pull",
   summary: SUMMARIES.pull,
-  usage: "megahub pull <ns/name> --out <dir> [--revision main] [--hub-url URL] [--token T] [--json]",
+  usage: "megahub pull <ns/name> --out <dir> [--revision main] [--hub-url URL] [--token T] [--dry-run] [--json]",
   options: {
     out: { type: "string" },
+    "dry-run": { type: "boolean" },
     revision: { type: "string" },
     "hub-url": { type: "string" },
     token: { type: "string" },
@@ -21,6 +22,7 @@ export const pullCommand: Command = {
     "",
     "--token     needed for private repos; else HF_TOKEN or the token file",
     "--hub-url   Hub to pull from; else HF_ENDPOINT, else https://huggingface.co",
+    "--dry-run   list the files and bytes it would download into --out; download and create nothing",
   ],
   async run(positionals, values, out) {
     const repo = positionals[0];
@@ -28,7 +30,9 @@ export const pullCommand: Command = {
     if (repo === undefined || dir === undefined) throw new RangeError("pull needs <ns/name> and --out <dir>");
     const hubUrl = resolveHubUrl(stringOpt(values, "hub-url"));
     const token = await resolveToken({ explicit: stringOpt(values, "token") });
+    const dryRun = values["dry-run"] === true;
     const r = await pullRepo({
+      dryRun,
       repo,
       out: dir,
       hubUrl,
@@ -48,6 +52,12 @@ export const pullCommand: Command = {
         }
       },
     });
+    if (dryRun) {
+      for (const f of r.planned ?? []) out.info(`  would download ${f.path} (${formatBytes(f.bytes)})`);
+      out.info(`dry run: would pull into ${r.out}; nothing written`);
+      out.result({ ok: true, ...r });
+      return 0;
+    }
     out.info(`Pulled ${r.files} files (${formatBytes(r.bytes)}, ${formatBytes(r.bytesDownloaded)} downloaded now) into ${r.out}`);
     out.result({ ok: true, ...r });
     return 0;

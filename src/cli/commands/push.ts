@@ -123,7 +123,7 @@ export const pushCommand: Command = {
     } else if (r.commits.length === 0) {
       out.info(`Up to date: ${repo}@${r.revision} already has every file.`);
     } else {
-      out.info(`Pushed ${r.uploaded.length} files (${formatBytes(r.bytesSent)} sent) in ${r.commits.length} commit(s): ${r.commits.at(-1)?.url ?? ""}`);
+      out.info(`Pushed ${r.uploaded.length} files (${formatBytes(r.bytesSent)} sent${r.bytesResumed > 0 ? `, ${formatBytes(r.bytesResumed)} the Hub held from an interrupted push` : ""}) in ${r.commits.length} commit(s): ${r.commits.at(-1)?.url ?? ""}`);
     }
     out.result({ ok: true, ...r });
     return 0;

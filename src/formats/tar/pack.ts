@@ -6,7 +6,7 @@ import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { pack as tarPack } from "tar-stream";
 import { MegahubError } from "../../errors.js";
-import { listLocalFiles } from "../../hub/local-files.js";
+import { listLocalFiles, type LocalFile } from "../../hub/local-files.js";
 
 /** The member, last in every megahub tar, that lists each file's size and sha256. */
 export const PACK_MANIFEST = ".megahub-pack.json";
@@ -25,17 +25,19 @@ export interface PackResult {
   bytes: number;
 }
 
-/**
- * Packs a folder into an uncompressed tar: each file streamed once from disk (hashed on the way), then
- * {@link PACK_MANIFEST} with every sha256, so `unpack` can prove nothing was altered. Uncompressed on purpose:
- * `inspect`/`convert` read members in place as byte ranges (indexTar), and weights do not compress anyway.
- * The tar is written under a temporary name and renamed when complete.
- */
-export async function packDir(
-  dir: string,
-  outFile: string,
-  onProgress?: (done: number, total: number) => void,
-): Promise<PackResult> {
+/** What {@link packDir} would write: the checks of a real run, nothing written. */
+export interface PackPlan extends PackResult {
+  /** The folder's files in tar order, with their sizes (the manifest member follows them). */
+  members: Array<{ path: string; bytes: number }>;
+}
+
+/** Plans {@link packDir} (`pack --dry-run`): refuses what the real run refuses, reads no file contents. */
+export async function planPack(dir: string, outFile: string): Promise<PackPlan> {
+  const { out, files, total } = await checkPack(dir, outFile);
+  return { out, files: files.length, bytes: total, members: files.map((f) => ({ path: f.path, bytes: f.size })) };
+}
+
+async function checkPack(dir: string, outFile: string): Promise<{ out: string; files: LocalFile[]; total: number }> {
   const root = resolve(dir);
   const out = resolve(outFile);
   if (await stat(out).then(() => true, () => false)) {
@@ -51,7 +53,21 @@ export async function packDir(
       file: join(root, PACK_MANIFEST),
     });
   }
-  const total = files.reduce((n, f) => n + f.size, 0);
+  return { out, files, total: files.reduce((n, f) => n + f.size, 0) };
+}
+
+/**
+ * Packs a folder into an uncompressed tar: each file streamed once from disk (hashed on the way), then
+ * {@link PACK_MANIFEST} with every sha256, so `unpack` can prove nothing was altered. Uncompressed on purpose:
+ * `inspect`/`convert` read members in place as byte ranges (indexTar), and weights do not compress anyway.
+ * The tar is written under a temporary name and renamed when complete.
+ */
+export async function packDir(
+  dir: string,
+  outFile: string,
+  onProgress?: (done: number, total: number) => void,
+): Promise<PackResult> {
+  const { out, files, total } = await checkPack(dir, outFile);
   const tmp = join(dirname(out), `.${basename(out)}.tmp-${randomBytes(4).toString("hex")}`);
   const tar = tarPack();
   const written = pipeline(tar, createWriteStream(tmp));

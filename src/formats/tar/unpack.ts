@@ -7,7 +7,9 @@ import { pipeline } from "node:stream/promises";
 import { extract as tarExtract } from "tar-stream";
 import { formatError, isMegahubError, MegahubError } from "../../errors.js";
 import { repoPathProblem } from "../../hub/repo-path.js";
-import { StagedDir } from "../../io/atomic.js";
+import { assertWritableTarget, StagedDir } from "../../io/atomic.js";
+import { FileSource } from "../../io/byte-source.js";
+import { indexTar } from "./index.js";
 import { PACK_MANIFEST, type PackManifest } from "./pack.js";
 
 /** A member's byte stream, as tar-stream yields it. */
@@ -89,6 +91,60 @@ export async function unpackTar(
   let bytes = 0;
   for (const f of seen.values()) bytes += f.bytes;
   return { out: staged.target, files: seen.size, bytes };
+}
+
+/** What {@link unpackTar} would write. */
+export interface UnpackPlan extends UnpackResult {
+  /** The files it would write, in tar order, with their sizes. */
+  members: Array<{ path: string; bytes: number }>;
+}
+
+/**
+ * Plans {@link unpackTar} (`unpack --dry-run`) from the tar's headers and manifest alone: the same name, type and
+ * manifest checks, sizes against the manifest, and the same refusal of an existing --out. File contents are not
+ * read, so their sha256 is checked by the real run only.
+ */
+export async function planUnpack(tarFile: string, outDir: string): Promise<UnpackPlan> {
+  const source = resolve(tarFile);
+  if ((await stat(source).catch(() => undefined)) === undefined) throw new MegahubError("USAGE", "no such file", { file: source });
+  const out = resolve(outDir);
+  await assertWritableTarget(out);
+  const tar = await FileSource.open(source);
+  try {
+    const members: Array<{ path: string; bytes: number }> = [];
+    const sizes = new Map<string, number>();
+    let manifest: PackManifest | undefined;
+    for (const m of await indexTar(tar)) {
+      const name = m.name.replace(/\/+$/, "");
+      const problem = name === "" ? undefined : repoPathProblem(name);
+      if (problem !== undefined) throw formatError(`refusing member ${JSON.stringify(name.slice(0, 200))}: ${problem}`, { file: source });
+      if (m.type === "other") throw formatError(`refusing member ${JSON.stringify(name)}: only files and folders are unpacked`, { file: source });
+      if (m.type === "directory") continue;
+      if (name === PACK_MANIFEST) {
+        if (m.size > MAX_MANIFEST_BYTES) throw formatError(`${PACK_MANIFEST} is larger than ${MAX_MANIFEST_BYTES} bytes`, { file: source });
+        const bytes = await m.source.read(0, m.size);
+        manifest = parseManifest(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), source);
+      } else {
+        if (sizes.has(name)) throw formatError(`member ${JSON.stringify(name)} appears twice`, { file: source });
+        sizes.set(name, m.size);
+        members.push({ path: name, bytes: m.size });
+      }
+    }
+    if (manifest === undefined) {
+      throw formatError(`no ${PACK_MANIFEST} member: not a megahub pack, nothing to verify against`, { file: source });
+    }
+    for (const [name, want] of Object.entries(manifest.files)) {
+      const got = sizes.get(name);
+      if (got === undefined) throw formatError(`${name} is listed in the manifest but missing from the tar`, { file: source });
+      if (got !== want.bytes) throw formatError(`${name} has ${got} bytes, the manifest says ${want.bytes}: the tar was altered or damaged`, { file: source });
+    }
+    for (const x of members) {
+      if (!Object.hasOwn(manifest.files, x.path)) throw formatError(`${x.path} is in the tar but not in its manifest`, { file: source });
+    }
+    return { out, files: members.length, bytes: members.reduce((n, x) => n + x.bytes, 0), members };
+  } finally {
+    await tar.close();
+  }
 }
 
 async function writeEntry(entry: Entry, dest: string): Promise<{ bytes: number; sha256: string }> {

@@ -13,7 +13,9 @@ export type Fault =
   /** Process the request fully, then destroy the connection instead of answering (a lost response). */
   | { kind: "drop-response" }
   /** For file downloads: send this many body bytes, then destroy the connection. */
-  | { kind: "truncate"; afterBytes: number };
+  | { kind: "truncate"; afterBytes: number }
+  /** For uploads: receive (and keep) about this many request-body bytes, then destroy the connection. */
+  | { kind: "cut"; afterBytes: number };
 
 /** When to inject a {@link Fault}, and how often. */
 export interface FaultRule {

@@ -42,6 +42,12 @@ export interface LocalHubOptions {
   host?: string | undefined;
   /** Multipart part size for LFS uploads larger than it. @default 64 MiB */
   chunkSize?: number | undefined;
+  /**
+   * Resumable LFS uploads for megahub's client: a batch call that asks (X-Megahub-Resume) gets the upload URLs of
+   * an unfinished upload of the same object again, and each URL tells what it holds, so an interrupted push sends
+   * only the missing bytes. Off, the server answers as the Hub does (tests of the plain fallback). @default true
+   */
+  resumableUploads?: boolean | undefined;
   /** Entries per tree page. @default 1000 */
   treePageSize?: number | undefined;
   /** Faults to inject (tests, rehearsals); more can be added later through {@link LocalHub.faults}. */
@@ -117,6 +123,7 @@ export async function startLocalHub(options: LocalHubOptions): Promise<LocalHub>
     stats,
     budget,
     treePageSize: options.treePageSize ?? 1000,
+    resumableUploads: options.resumableUploads !== false,
   };
   // Upload URLs nobody finishes lose their temp files within the idle time (plus this period).
   const sweeper = setInterval(() => void lfs.expireTickets().catch(() => undefined), 5 * 60 * 1000);
@@ -204,7 +211,7 @@ async function handle(
       req.resume();
       throw new HttpError(401, "Invalid credentials in Authorization header");
     }
-    await route(ctx, state, fault?.kind === "truncate" ? fault.afterBytes : undefined);
+    await route(ctx, state, fault?.kind === "truncate" || fault?.kind === "cut" ? fault.afterBytes : undefined);
   } catch (e) {
     if (res.headersSent || res.destroyed || req.socket?.destroyed !== false) {
       res.destroy();

@@ -1,10 +1,11 @@
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { mkdir, open, rename, rm, stat } from "node:fs/promises";
+import { mkdir, rename, rm, stat } from "node:fs/promises";
 import type { IncomingMessage } from "node:http";
 import { join } from "node:path";
-import { BatchedWriter } from "../batched-writer.js";
 import { HttpError, readBody } from "./http-util.js";
+import type { SegmentStatus } from "../upload-resume.js";
+import { requestOffset, Segment } from "./lfs-segment.js";
 
 /** Parts of a multipart upload; the Hub and S3 use 5 MB–5 GB, megahub's local disk is fastest with larger ones. */
 export const DEFAULT_CHUNK_SIZE = 64 * 1024 * 1024;
@@ -27,8 +28,11 @@ interface Ticket {
   readonly size: number;
   readonly expires: number;
   readonly chunkSize: number | undefined;
-  readonly parts: Map<number, string>;
-  /** Last time bytes arrived for it. */
+  /** Multipart parts by number (1…n); a basic upload is one segment, number 1, over the whole object. */
+  readonly segments: Map<number, Segment>;
+  /** Handed out to a client that asked for resumable uploads: later such batch calls for the oid get it again. */
+  readonly resumable: boolean;
+  /** Last time bytes arrived for it, or a batch call handed it out again. */
   touched: number;
   /** Set once the object is stored: a retry after a lost answer then succeeds instead of finding no URL. */
   stored: boolean;
@@ -44,6 +48,8 @@ export interface LfsStats {
   bytesReceived: number;
   /** Uploads refused because the bytes did not hash to the announced oid or size. */
   rejected: number;
+  /** PUTs that continued a segment at a byte offset other than 0 (a resumed upload). */
+  resumed: number;
 }
 
 /** One entry of a batch answer, in the shape @huggingface/hub expects (hub-protocol.md §2, row 6). */
@@ -60,8 +66,10 @@ export interface BatchObject {
  * renamed into `lfs/objects/` when its sha256 and size match the oid it was announced with.
  */
 export class LfsStore {
-  readonly stats: LfsStats = { objectsStored: 0, puts: 0, bytesReceived: 0, rejected: 0 };
+  readonly stats: LfsStats = { objectsStored: 0, puts: 0, bytesReceived: 0, rejected: 0, resumed: 0 };
   private readonly tickets = new Map<string, Ticket>();
+  /** oid → the resumable ticket a new resumable batch call for it is given. */
+  private readonly resumableByOid = new Map<string, string>();
 
   constructor(
     readonly dataDir: string,
@@ -113,8 +121,13 @@ export class LfsStore {
     return this.tmpPath(`${prefix}-${randomBytes(8).toString("hex")}`);
   }
 
-  /** Answers one batch object: stored → no actions; otherwise a basic or multipart upload URL. */
-  async batchObject(oid: unknown, size: unknown, baseUrl: string): Promise<BatchObject> {
+  /**
+   * Answers one batch object: stored → no actions; otherwise a basic or multipart upload URL. With `resumable`
+   * (the client sent X-Megahub-Resume), an unfinished resumable ticket for the same object is handed out again,
+   * so what an interrupted push sent is kept: the client asks each URL what it holds (GET) and sends the rest.
+   * Official clients never ask, and get a fresh ticket each time, as before.
+   */
+  async batchObject(oid: unknown, size: unknown, baseUrl: string, resumable = false): Promise<BatchObject> {
     if (typeof oid !== "string" || !/^[0-9a-f]{64}$/.test(oid)) {
       return { oid: String(oid), size: Number(size), error: { code: 422, message: "oid must be a sha256 hex digest" } };
     }
@@ -123,27 +136,43 @@ export class LfsStore {
     }
     if (await this.has(oid, size)) return { oid, size };
     await this.expireTickets();
-    const id = randomBytes(20).toString("hex");
     const multipart = size > this.chunkSize;
-    this.tickets.set(id, {
-      oid,
-      size,
-      expires: Date.now() + TICKET_TTL_MS,
-      chunkSize: multipart ? this.chunkSize : undefined,
-      parts: new Map(),
-      touched: Date.now(),
-      stored: false,
-    });
+    const chunkSize = multipart ? this.chunkSize : undefined;
+    const reuse = resumable ? this.resumableByOid.get(oid) : undefined;
+    const old = reuse !== undefined ? this.tickets.get(reuse) : undefined;
+    if (reuse !== undefined && old !== undefined && !old.stored && old.size === size && old.chunkSize === chunkSize) {
+      old.touched = Date.now();
+      return this.answer(reuse, old, baseUrl);
+    }
+    const id = randomBytes(20).toString("hex");
+    const segments = new Map<number, Segment>();
+    const step = chunkSize ?? Math.max(size, 1);
+    for (let i = 1, at = 0; at < size || i === 1; i++, at += step) segments.set(i, new Segment(at, Math.min(step, size - at)));
+    const ticket: Ticket = { oid, size, expires: Date.now() + TICKET_TTL_MS, chunkSize, segments, resumable, touched: Date.now(), stored: false };
+    this.tickets.set(id, ticket);
+    if (resumable) this.resumableByOid.set(oid, id);
+    return this.answer(id, ticket, baseUrl);
+  }
+
+  private answer(id: string, ticket: Ticket, baseUrl: string): BatchObject {
+    const { oid, size } = ticket;
     const href = `${baseUrl}/__megahub/lfs/${id}`;
-    if (!multipart) return { oid, size, actions: { upload: { href } } };
-    const header: Record<string, string> = { chunk_size: String(this.chunkSize) };
-    const n = Math.ceil(size / this.chunkSize);
-    for (let i = 1; i <= n; i++) header[String(i).padStart(5, "0")] = `${href}/part/${i}`;
+    if (ticket.chunkSize === undefined) return { oid, size, actions: { upload: { href } } };
+    const header: Record<string, string> = { chunk_size: String(ticket.chunkSize) };
+    for (const n of ticket.segments.keys()) header[String(n).padStart(5, "0")] = `${href}/part/${n}`;
     return { oid, size, actions: { upload: { href: `${href}/complete`, header } } };
   }
 
-  /** Handles `PUT /__megahub/lfs/<ticket>`, `PUT …/part/<n>` and `POST …/complete`. Returns headers to send. */
-  async handleUpload(method: string, rest: readonly string[], req: IncomingMessage): Promise<Record<string, string>> {
+  /**
+   * Handles `PUT /__megahub/lfs/<ticket>`, `PUT …/part/<n>` and `POST …/complete`, plus megahub's `GET` of the
+   * first two (what the segment holds, see SegmentStatus). Returns the headers, and a body for a GET.
+   */
+  async handleUpload(
+    method: string,
+    rest: readonly string[],
+    req: IncomingMessage,
+    cutAfter?: number,
+  ): Promise<{ headers: Record<string, string>; body?: SegmentStatus }> {
     const [id, kind, n] = rest;
     const ticket = id !== undefined ? this.tickets.get(id) : undefined;
     if (id === undefined || ticket === undefined || ticket.expires < Date.now()) {
@@ -151,88 +180,49 @@ export class LfsStore {
       throw new HttpError(404, "unknown or expired upload URL; ask the batch endpoint for a new one");
     }
     ticket.touched = Date.now();
+    if (method === "POST" && kind === "complete" && rest.length === 2 && ticket.chunkSize !== undefined) {
+      if (!(ticket.stored && (await this.has(ticket.oid, ticket.size)))) await this.complete(id, ticket, req);
+      else req.resume();
+      return { headers: {} };
+    }
+    const isPart = kind === "part" && n !== undefined && rest.length === 3 && ticket.chunkSize !== undefined;
+    if (!isPart && (kind !== undefined || ticket.chunkSize !== undefined) || (method !== "PUT" && method !== "GET")) {
+      req.resume();
+      throw new HttpError(405, "this upload URL does not take that request");
+    }
+    const number = isPart ? (/^\d{1,6}$/.test(n) ? Number(n) : NaN) : 1;
+    const segment = ticket.segments.get(number);
+    if (segment === undefined) {
+      req.resume();
+      throw new HttpError(400, `part must be 1..${ticket.segments.size}`);
+    }
+    if (method === "GET") {
+      req.resume();
+      await segment.takeOver(); // a writer still going (a dead client's connection) would make the answer stale
+      return { headers: { "Cache-Control": "no-store" }, body: segment.status() };
+    }
+    this.stats.puts++;
     if (ticket.stored && (await this.has(ticket.oid, ticket.size))) {
       // The client did not see our answer (connection lost) and sends again: the object is there, say so.
       req.resume();
-      return kind === "part" ? { ETag: ticket.parts.get(Number(n)) ?? '"stored"' } : {};
+      return { headers: isPart ? { ETag: etagOf(segment.digest ?? "stored") } : {} };
     }
-    if (method === "PUT" && kind === undefined && ticket.chunkSize === undefined) {
-      await this.receiveWhole(id, ticket, req);
-      return {};
+    const offset = requestOffset(req, segment.length);
+    if (offset > 0) this.stats.resumed++;
+    let seen = 0;
+    const onBytes = (k: number) => {
+      this.stats.bytesReceived += k;
+      seen += k;
+      if (cutAfter !== undefined && seen >= cutAfter) req.destroy(); // an injected fault: the connection dies mid-body
+    };
+    const got = await segment.receive(await this.tmpPath(`${id}.upload`), req, offset, onBytes);
+    if (!got.complete) {
+      this.stats.rejected++;
+      throw got.error;
     }
-    if (method === "PUT" && kind === "part" && n !== undefined && ticket.chunkSize !== undefined) {
-      return { ETag: await this.receivePart(id, ticket, Number(n), req) };
-    }
-    if (method === "POST" && kind === "complete" && ticket.chunkSize !== undefined) {
-      await this.complete(id, ticket, req);
-      return {};
-    }
-    req.resume();
-    throw new HttpError(405, "this upload URL does not take that request");
-  }
-
-  private async receiveWhole(id: string, ticket: Ticket, req: IncomingMessage): Promise<void> {
-    this.stats.puts++;
-    const tmp = await this.tmpPath(`${id}-${randomBytes(4).toString("hex")}`);
-    const hash = createHash("sha256");
-    let n = 0;
-    const fh = await open(tmp, "w");
-    const out = new BatchedWriter(fh, null);
-    try {
-      // Past the announced size, bytes are read and dropped (not thrown on), so the client gets a clean 400.
-      for await (const chunk of req) {
-        const buf = chunk as Buffer;
-        n += buf.length;
-        this.stats.bytesReceived += buf.length;
-        if (n > ticket.size) continue;
-        hash.update(buf);
-        await out.write(buf);
-      }
-      await out.flush();
-    } catch (e) {
-      await fh.close();
-      await rm(tmp, { force: true });
-      throw e;
-    }
-    await fh.close();
-    await this.store(id, ticket, tmp, n, hash.digest("hex"));
-  }
-
-  private async receivePart(id: string, ticket: Ticket, part: number, req: IncomingMessage): Promise<string> {
-    this.stats.puts++;
-    const chunkSize = ticket.chunkSize as number;
-    const count = Math.ceil(ticket.size / chunkSize);
-    if (!Number.isInteger(part) || part < 1 || part > count) {
-      req.resume();
-      throw new HttpError(400, `part must be 1..${count}`);
-    }
-    const offset = (part - 1) * chunkSize;
-    const expected = Math.min(chunkSize, ticket.size - offset);
-    const file = await this.tmpPath(`${id}.multipart`);
-    await (await open(file, "a")).close(); // create once; parts then write in place, in any order
-    const fh = await open(file, "r+");
-    const out = new BatchedWriter(fh, offset);
-    const hash = createHash("sha256");
-    let n = 0;
-    try {
-      for await (const chunk of req) {
-        const buf = chunk as Buffer;
-        this.stats.bytesReceived += buf.length;
-        // Never write past this part's range (it would corrupt the next part): count, drop, refuse below.
-        if (n + buf.length <= expected) {
-          hash.update(buf);
-          await out.write(buf);
-        }
-        n += buf.length;
-      }
-      await out.flush();
-    } finally {
-      await fh.close();
-    }
-    if (n !== expected) throw this.reject(`part ${part} has ${n} bytes, expected ${expected}`);
-    const etag = `"${hash.digest("hex").slice(0, 32)}"`;
-    ticket.parts.set(part, etag);
-    return etag;
+    if (isPart) return { headers: { ETag: etagOf(got.sha256) } };
+    await this.store(id, ticket, await this.tmpPath(`${id}.upload`), segment.received, got.sha256);
+    return { headers: {} };
   }
 
   private async complete(id: string, ticket: Ticket, req: IncomingMessage): Promise<void> {
@@ -250,13 +240,13 @@ export class LfsStore {
     for (const p of body.parts as Array<{ partNumber?: unknown; etag?: unknown } | null>) {
       if (typeof p === "object" && p !== null) byNumber.set(p.partNumber, p.etag);
     }
-    for (let i = 1; i <= count; i++) {
-      const sent = { etag: byNumber.get(i) };
-      if (ticket.parts.get(i) === undefined || sent?.etag !== ticket.parts.get(i)) {
+    for (const [i, segment] of ticket.segments) {
+      if (segment.digest === undefined || byNumber.get(i) !== etagOf(segment.digest)) {
         throw new HttpError(400, `part ${i} is missing or its ETag does not match`);
       }
+      if (segment.busy) throw new HttpError(409, `part ${i} is being uploaded again; complete after it`);
     }
-    const file = await this.tmpPath(`${id}.multipart`);
+    const file = await this.tmpPath(`${id}.upload`);
     // Hashing a many-GB object sends nothing for minutes: the idle timeout must not cut the answer.
     req.socket?.setTimeout(0);
     const hash = createHash("sha256");
@@ -272,7 +262,7 @@ export class LfsStore {
   private async store(id: string, ticket: Ticket, tmp: string, size: number, sha256: string): Promise<void> {
     if (size !== ticket.size || sha256 !== ticket.oid) {
       await rm(tmp, { force: true });
-      this.tickets.delete(id);
+      this.forget(id, ticket);
       throw this.reject(
         size !== ticket.size
           ? `upload has ${size} bytes, expected ${ticket.size}`
@@ -283,7 +273,13 @@ export class LfsStore {
     await mkdir(join(dest, ".."), { recursive: true });
     await rename(tmp, dest);
     ticket.stored = true;
+    if (this.resumableByOid.get(ticket.oid) === id) this.resumableByOid.delete(ticket.oid);
     this.stats.objectsStored++;
+  }
+
+  private forget(id: string, ticket: Ticket): void {
+    this.tickets.delete(id);
+    if (this.resumableByOid.get(ticket.oid) === id) this.resumableByOid.delete(ticket.oid);
   }
 
   private reject(message: string): HttpError {
@@ -297,14 +293,21 @@ export class LfsStore {
     return join(dir, name);
   }
 
-  /** Drops expired and idle tickets, removing the temp file of an unfinished multipart upload. */
+  /**
+   * Drops expired and idle tickets, removing the temp file of an unfinished upload (what a resumable ticket
+   * kept for a later push is given up here too: the idle time bounds how long an interrupted push can resume).
+   * Returns how many temp files were removed.
+   */
   async expireTickets(now = Date.now(), idleMs = TICKET_IDLE_MS): Promise<number> {
     let removed = 0;
     for (const [id, t] of this.tickets) {
       if (t.expires >= now && now - t.touched < idleMs) continue;
-      this.tickets.delete(id);
-      if (!t.stored && t.chunkSize !== undefined) {
-        await rm(await this.tmpPath(`${id}.multipart`), { force: true });
+      if ([...t.segments.values()].some((s) => s.busy)) continue; // bytes are arriving right now
+      this.forget(id, t);
+      if (t.stored) continue;
+      const tmp = await this.tmpPath(`${id}.upload`);
+      if (await stat(tmp).then(() => true, () => false)) {
+        await rm(tmp, { force: true });
         removed++;
       }
     }
@@ -315,4 +318,9 @@ export class LfsStore {
   get openTickets(): number {
     return this.tickets.size;
   }
+}
+
+/** A part's ETag: the first 128 bits of its sha256, quoted as S3 does. */
+function etagOf(sha256: string): string {
+  return `"${sha256.slice(0, 32)}"`;
 }

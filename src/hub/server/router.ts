@@ -14,12 +14,13 @@ import type { RepoType } from "./storage.js";
  * `/__megahub/lfs/<ticket>` for the upload URLs the batch call hands out and `/__megahub/cas/...` for the Xet
  * CAS that hf_xet uploads to.
  */
-export async function route(ctx: RequestContext, state: HubState, truncateAfter: number | undefined): Promise<void> {
+/** `cutAfter`: a fault's byte count, where a download is truncated or an upload's connection cut. */
+export async function route(ctx: RequestContext, state: HubState, cutAfter: number | undefined): Promise<void> {
   const s = ctx.segments;
   const m = ctx.method;
   if (s[0] === "__megahub" && s[1] === "lfs") {
-    const headers = await state.lfs.handleUpload(m, s.slice(2), ctx.req);
-    sendJson(ctx, 200, {}, headers);
+    const { headers, body } = await state.lfs.handleUpload(m, s.slice(2), ctx.req, cutAfter);
+    sendJson(ctx, 200, body ?? {}, headers);
     return;
   }
   if (s[0] === "__megahub" && s[1] === "cas") {
@@ -46,7 +47,7 @@ export async function route(ctx: RequestContext, state: HubState, truncateAfter:
   const kind = rest[2];
   if ((m === "GET" || m === "HEAD") && (kind === "resolve" || kind === "raw") && rest.length >= 5) {
     const name = `${rest[0]}/${rest[1]}`;
-    await fileRoute(ctx, state, type, name, kind, rest[3] as string, rest.slice(4).join("/"), truncateAfter);
+    await fileRoute(ctx, state, type, name, kind, rest[3] as string, rest.slice(4).join("/"), cutAfter);
     return;
   }
   throw new HttpError(404, `no route for ${m} ${ctx.req.url?.split("?")[0]?.slice(0, 200) ?? ""}`);

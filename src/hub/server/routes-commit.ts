@@ -1,5 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { repoPathProblem } from "../repo-path.js";
+import { RESUME_HEADER } from "../upload-resume.js";
 import { requireWrite } from "./auth.js";
 import { HttpError, readBody, readJson, sendJson, type RequestContext } from "./http-util.js";
 import { MAX_BATCH_OBJECTS } from "./lfs-store.js";
@@ -70,12 +71,17 @@ export async function lfsBatchRoute(ctx: RequestContext, state: HubState, type: 
   if (!Array.isArray(body.objects) || body.objects.length > MAX_BATCH_OBJECTS) {
     throw new HttpError(400, `"objects" must be an array of at most ${MAX_BATCH_OBJECTS} entries`);
   }
+  // megahub's opt-in (a header, which servers that do not know it ignore): upload URLs it can resume.
+  const resumable = state.resumableUploads && ctx.req.headers[RESUME_HEADER] === "1";
   const objects = await Promise.all(
     (body.objects as Array<{ oid?: unknown; size?: unknown } | null>).map((o) =>
-      state.lfs.batchObject(o?.oid, o?.size, ctx.baseUrl),
+      state.lfs.batchObject(o?.oid, o?.size, ctx.baseUrl, resumable),
     ),
   );
-  sendJson(ctx, 200, { transfer: "basic", objects }, { "Content-Type": "application/vnd.git-lfs+json" });
+  sendJson(ctx, 200, { transfer: "basic", objects }, {
+    "Content-Type": "application/vnd.git-lfs+json",
+    ...(resumable ? { [RESUME_HEADER]: "1" } : {}),
+  });
 }
 
 /**

@@ -23,6 +23,8 @@ export interface HubState {
   readonly budget: BodyBudget;
   /** Entries per page of the tree API (the Hub pages at 1000). */
   readonly treePageSize: number;
+  /** Whether batch calls that ask for resumable upload URLs (X-Megahub-Resume) get them. */
+  readonly resumableUploads: boolean;
 }
 
 const TYPES = new Map<string, RepoType>([
