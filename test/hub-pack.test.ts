@@ -77,6 +77,8 @@ describe("pack / unpack", () => {
       ["nested", [{ name: "a/../../evil", body: "x" }], /refusing member/],
       ["link", [{ name: "ln", type: "symlink", linkname: "/etc/passwd" }], /refusing symlink member "ln"/],
       ["nomanifest", [{ name: "a.txt", body: "x" }], /no \.megahub-pack\.json member/],
+      // Object.prototype's names are not manifest entries: an unlisted member must not slip through unverified.
+      ["prototype", [{ name: "constructor", body: "x" }, { name: PACK_MANIFEST, body: JSON.stringify({ format: "megahub-pack/1", files: {} }) }], /constructor is in the tar but not in its manifest/],
     ];
     for (const [name, members, message] of cases) {
       const tar = join(work, `${name}.tar`);

@@ -179,7 +179,7 @@ function verify(manifest: PackManifest, seen: ReadonlyMap<string, { bytes: numbe
     }
   }
   for (const name of seen.keys()) {
-    if (!(name in manifest.files)) throw formatError(`${name} is in the tar but not in its manifest`, { file });
+    if (!Object.hasOwn(manifest.files, name)) throw formatError(`${name} is in the tar but not in its manifest`, { file });
   }
 }
 
