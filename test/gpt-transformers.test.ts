@@ -3,7 +3,7 @@
  * transformers' own classes (no trust_remote_code, no missing or unexpected keys) and gives the logits of an
  * independent plain-torch forward of the Megatron weights (fixtures/gpt/reference, scripts/fixtures/gpt.py).
  */
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -69,7 +69,7 @@ import sys, torch, transformers
 torch.manual_seed(0)
 kind, out = sys.argv[1], sys.argv[2]
 common = dict(vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
-cfg = {'llama': lambda: transformers.LlamaConfig(**common, rope_scaling={'rope_type': 'llama3', 'factor': 8.0, 'low_freq_factor': 1.0, 'high_freq_factor': 4.0, 'original_max_position_embeddings': 32}),
+cfg = {'llama': lambda: transformers.LlamaConfig(**common, rope_scaling={'rope_type': 'llama3', 'factor': 8.0, 'low_freq_factor': 1.0, 'high_freq_factor': 4.0, 'original_max_position_embeddings': 8192}),
        'qwen2': lambda: transformers.Qwen2Config(**common, tie_word_embeddings=True),
        'qwen3': lambda: transformers.Qwen3Config(**common, head_dim=16)}[kind]()
 m = transformers.AutoModelForCausalLM.from_config(cfg).to(torch.bfloat16)
@@ -87,6 +87,10 @@ a.pop('lm_head.weight', None) if 'lm_head.weight' not in b else None
 assert sorted(a) == sorted(b), sorted(set(a) ^ set(b))
 bad = [k for k in a if a[k].dtype != b[k].dtype or not torch.equal(a[k], b[k])]
 assert not bad, bad[:4]
+import transformers
+ca, cb = (transformers.AutoConfig.from_pretrained(d) for d in sys.argv[1:3])
+for k in ('rope_parameters', 'rms_norm_eps', 'max_position_embeddings', 'num_key_value_heads', 'tie_word_embeddings'):
+    assert getattr(ca, k, None) == getattr(cb, k, None), (k, getattr(ca, k, None), getattr(cb, k, None))
 print('ok', len(a))
 `;
 
@@ -100,5 +104,17 @@ describe.skipIf(!HAS_REF)("models transformers saved go to Megatron and back unc
     const back = join(work, `made-${kind}-back`);
     await convertAny({ input: mg, out: back });
     expect(runRefPython(COMPARE, [hf, back]).trim()).toMatch(/^ok \d+$/);
+  });
+
+  it("refuses a llama3 RoPE Megatron-Core's args cannot express instead of changing it", async () => {
+    const hf = join(work, "made-llama");
+    const odd = join(work, "made-llama-odd-rope");
+    cpSync(hf, odd, { recursive: true });
+    const config = JSON.parse(readFileSync(join(odd, "config.json"), "utf8")) as Record<string, Record<string, unknown>>;
+    const rope = (config.rope_parameters ?? config.rope_scaling) as Record<string, unknown>;
+    rope.original_max_position_embeddings = 32;
+    writeFileSync(join(odd, "config.json"), JSON.stringify(config));
+    const { toMegatronAny } = await import("../src/ops/dispatch.js");
+    await expect(toMegatronAny({ input: odd, out: join(work, "odd-mg"), tp: 1, pp: 1 })).rejects.toThrow(/original_max_position_embeddings 32: Megatron-Core's args fix them at 1, 4 and 8192/);
   });
 });

@@ -3,6 +3,7 @@ import { argNumber } from "../../formats/megatron/read.js";
 import { PyFloat, type PyCall, type PyValue } from "../../formats/torch/values.js";
 import { DTYPES, type Dtype } from "../../tensors/dtypes.js";
 import type { Features, ModelDims } from "../arch.js";
+import type { GptDims } from "./config-dims.js";
 
 /** The transformers classes a Megatron-Core GPT model can become; each reads the same tensor names. */
 export const HF_ARCHS = {
@@ -127,28 +128,40 @@ export function gptHfConfig(arch: HfArch, d: ModelDims, f: Features, h: GptHyper
   return config;
 }
 
-/** The hyper-parameters back from an HF config.json (for to-megatron). */
-export function hyperFromConfig(c: Readonly<Record<string, unknown>>, where: string): GptHyper {
-  const num = (k: string) => (typeof c[k] === "number" ? (c[k] as number) : undefined);
-  const scaling = c.rope_scaling ?? (c.rope_parameters as Record<string, unknown> | undefined);
-  let ropeScaling: GptHyper["ropeScaling"];
-  if (scaling && typeof scaling === "object") {
-    const s = scaling as Record<string, unknown>;
-    const type = s.rope_type ?? s.type;
-    if (type === "llama3" || type === "linear") {
-      ropeScaling = Object.fromEntries(Object.entries(s).filter(([, v]) => typeof v === "number" || typeof v === "string")) as Record<string, number | string>;
-    } else if (type !== undefined && type !== "default") {
-      throw new MegahubError("UNSUPPORTED", `rope scaling "${String(type)}" has no Megatron-Core args counterpart here`, { file: where });
-    }
+/**
+ * The hyper-parameters back from an HF config.json (for to-megatron), from the dims transformers' own classes read
+ * (config-dims.ts: class defaults, v4 and v5 RoPE spellings, per-layer windows). What Megatron-Core's args cannot
+ * express is refused rather than dropped.
+ */
+export function hyperFromHfDims(d: GptDims, c: Readonly<Record<string, unknown>>, where: string): GptHyper {
+  const windows = new Set(d.slidingWindow);
+  if (windows.size > 1) {
+    const sliding = d.slidingWindow.flatMap((w, i) => (w === null ? [] : [i]));
+    throw new MegahubError("UNSUPPORTED", `sliding windows on layers ${sliding.join(", ")} only: Megatron-Core's window_size applies to every layer`, { file: where });
   }
-  const theta = num("rope_theta") ?? (typeof c.rope_parameters === "object" && c.rope_parameters ? ((c.rope_parameters as Record<string, unknown>).rope_theta as number | undefined) : undefined);
+  const r = d.rope;
+  // Megatron-Core's llama3 scaling fixes low/high frequency factors 1 / 4 and 8192 original positions (apply_rope_scaling).
+  if (r.type === "llama3" && (r.lowFreqFactor !== 1 || r.highFreqFactor !== 4 || r.originalMaxPositions !== 8192)) {
+    throw new MegahubError(
+      "UNSUPPORTED",
+      `llama3 rope with low_freq_factor ${r.lowFreqFactor}, high_freq_factor ${r.highFreqFactor}, original_max_position_embeddings ${r.originalMaxPositions}: Megatron-Core's args fix them at 1, 4 and 8192`,
+      { file: where },
+    );
+  }
+  const ropeScaling: GptHyper["ropeScaling"] =
+    r.type === "linear"
+      ? { rope_type: "linear", factor: r.factor }
+      : r.type === "llama3"
+        ? { rope_type: "llama3", factor: r.factor, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 }
+        : undefined;
+  const maxPositions = c.max_position_embeddings;
   return {
-    normEps: num("rms_norm_eps") ?? 1e-6,
-    ropeTheta: theta ?? 10000,
-    rotaryPercent: num("partial_rotary_factor") ?? 1,
+    normEps: d.rmsEps,
+    ropeTheta: r.theta,
+    rotaryPercent: 1, // config-dims refuses partial rotary factors: these classes rotate whole heads
     ropeScaling,
-    maxPositions: num("max_position_embeddings") ?? 4096,
-    slidingWindow: num("sliding_window") !== undefined && c.use_sliding_window !== false ? num("sliding_window") : undefined,
+    maxPositions: typeof maxPositions === "number" ? maxPositions : 4096,
+    slidingWindow: [...windows][0] ?? undefined,
     normalization: "RMSNorm",
   };
 }

@@ -1,9 +1,9 @@
-import { MegahubError } from "../../errors.js";
 import { argNumber } from "../../formats/megatron/read.js";
 import { PyFloat, PyList, type PyCall, type PyValue } from "../../formats/torch/values.js";
 import type { Dtype } from "../../tensors/dtypes.js";
 import type { ExpertLayout, Features, ModelDims, MoeDims } from "../arch.js";
 import { decoderConfig, HF_ARCHS, isHfArch, type GptHyper, type HfArch } from "../gpt/hf-config.js";
+import type { GptMoeDims } from "./config-dims.js";
 import type { MoeRouting } from "./dims.js";
 
 /** The transformers classes a Megatron-Core MoE model can become (no trust_remote_code). */
@@ -41,12 +41,9 @@ export function routingFromArgs(args: PyCall | undefined): MoeRouting {
   };
 }
 
-/** Routing from an HF config.json: Mixtral always renormalises the top-k; Qwen-MoE when norm_topk_prob. */
-export function routingFromConfig(c: Readonly<Record<string, unknown>>, where: string): MoeRouting {
-  const topk = c.num_experts_per_tok;
-  if (typeof topk !== "number" || !Number.isInteger(topk) || topk < 1) throw new MegahubError("MODEL", "config.json has no positive integer num_experts_per_tok", { file: where });
-  const renormalise = c.model_type === "mixtral" ? true : c.norm_topk_prob === true;
-  return { topk, preSoftmax: !renormalise, score: "softmax", scaling: undefined, groupTopk: undefined };
+/** Routing as transformers computes it: Mixtral always renormalises the top-k; Qwen-MoE when norm_topk_prob. */
+export function routingOfHf(m: GptMoeDims): MoeRouting {
+  return { topk: m.topk, preSoftmax: !m.renormalize, score: "softmax", scaling: undefined, groupTopk: undefined };
 }
 
 /** The MoE class a model's features call for: q/k norms → Qwen3-MoE, shared experts → Qwen2-MoE, else Mixtral. */
@@ -122,16 +119,6 @@ export function moeHfConfig(
   if (arch === "qwen2_moe") Object.assign(config, { shared_expert_intermediate_size: moe.sharedFfn, qkv_bias: f.qkvBias });
   else config.attention_bias = false;
   return config;
-}
-
-/** Which layers of an HF MoE config are sparse (transformers' own rule), or undefined when it is not an MoE config. */
-export function sparseLayersOfConfig(c: Readonly<Record<string, unknown>>, layers: number): boolean[] | undefined {
-  if (c.model_type === "mixtral") return Array.from({ length: layers }, () => true);
-  const experts = typeof c.num_experts === "number" ? c.num_experts : 0;
-  if (experts === 0) return undefined;
-  const step = typeof c.decoder_sparse_step === "number" ? c.decoder_sparse_step : 1;
-  const only = Array.isArray(c.mlp_only_layers) ? c.mlp_only_layers : [];
-  return Array.from({ length: layers }, (_, i) => !only.includes(i) && (i + 1) % step === 0);
 }
 
 /** Megatron's moe_layer_freq: the int f when layer i is MoE exactly when i % f == 0, else the 0/1 list. */

@@ -4,7 +4,8 @@ import { MegahubError } from "../../errors.js";
 import { FileSource } from "../../io/byte-source.js";
 import type { Features } from "../../models/arch.js";
 import { detectGptDims } from "../../models/gpt/dims.js";
-import { hyperFromConfig, isHfArch, type GptHyper, type HfArch } from "../../models/gpt/hf-config.js";
+import { gptConfigDims } from "../../models/gpt/config-dims.js";
+import { hyperFromHfDims, isHfArch, type GptHyper, type HfArch } from "../../models/gpt/hf-config.js";
 import { isMoeHfArch, type MoeHfArch } from "../../models/moe/hf-config.js";
 import { gptFromHfTensors } from "../../models/gpt/hf-tensors.js";
 import { checkShapes, type McoreModel } from "../../models/mcore-global.js";
@@ -44,7 +45,9 @@ export async function openHfGpt(dir: string, hf?: HfDir): Promise<OpenedHfGpt> {
     if (tied) usable.delete("lm_head.weight"); // some saves keep the tied copy; the embedding is the weight
     const layers = new Set([...refs.keys()].map((n) => /^model\.layers\.(\d+)\./.exec(n)?.[1]).filter((x) => x !== undefined)).size;
     const shapeOf = (name: string) => refs.get(name)?.shape;
-    const moe = detectHfMoe(shapeOf, config, layers, dir);
+    // config.json as transformers' own classes read it: the hyper-parameters, and which layers are sparse.
+    const cfg = gptConfigDims(config, dir);
+    const moe = detectHfMoe(shapeOf, cfg.moe, cfg.family === "mixtral", layers, cfg.ffn > 0 ? cfg.ffn : undefined, dir);
     const dense = moe ? moe.dims.layers.indexOf(false) : 0;
     const q = shapeOf("model.layers.0.self_attn.q_proj.weight");
     const k = shapeOf("model.layers.0.self_attn.k_proj.weight");
@@ -87,7 +90,7 @@ export async function openHfGpt(dir: string, hf?: HfDir): Promise<OpenedHfGpt> {
     const trueVocab = dims.vocab;
     const moeFacts = moe ? { moe: { layout: "sequential" as const, routing: moe.routing } } : {};
     const model: McoreModel = { arch: "gpt", dims: fullDims, features: fullFeatures, flavour: "local", tensors, trueVocab, ...moeFacts, notes: [] };
-    return { model, hyper: hyperFromConfig(config, dir), hfArch, config, close };
+    return { model, hyper: hyperFromHfDims(cfg, config, dir), hfArch, config, close };
   } catch (e) {
     await close();
     throw e;
