@@ -53,13 +53,9 @@ export function distMcoreModel(ckpt: MegatronDistCheckpoint, rules: readonly Par
   sorted.forEach((v, i) => {
     if (v !== i) throw new MegahubError("MODEL", `layer numbers are not 0..${count - 1}: found ${sorted.slice(0, 8).join(", ")}`, { file: where });
   });
-  checkExpertAxes(ckpt);
+  checkExpertCounts(ckpt, tensors);
   const args = ckpt.args;
   const { dims, features } = globalDims(rules, tensors, count, args, where);
-  const experts = argNumber(args, "num_experts");
-  if (dims.moe && experts !== undefined && experts !== dims.moe.experts) {
-    throw new MegahubError("MODEL", `args.num_experts is ${experts}, the routers have ${dims.moe.experts} rows`, { file: where, tensor: "mlp.router.weight" });
-  }
   // torch_dist spells norms the TE way whatever the spec; args say which modules the run had.
   const impl = args?.field("transformer_impl");
   const flavour: SpecFlavour = impl === "local" ? "local" : impl === "transformer_engine" ? "te" : te ? "te" : "local";
@@ -71,13 +67,23 @@ export function distMcoreModel(ckpt: MegatronDistCheckpoint, rules: readonly Par
   return { arch: "gpt", dims, features, flavour, tensors, args, trueVocab: argNumber(args, "vocab_size"), ...moe, notes, ...(extraState.size > 0 ? { extraState } : {}) };
 }
 
-/** Every stored expert key's expert axis (after the layer axis of a stacked key) is args.num_experts long, when args say. */
-function checkExpertAxes(ckpt: MegatronDistCheckpoint): void {
+/**
+ * args.num_experts, when args say, is every stored expert axis's length (after the layer axis of a stacked key) and
+ * every router's row count: a checkpoint saved with another expert count, or one whose expert axis lost experts,
+ * is named before the shape checks list every expert as missing or unexpected.
+ */
+function checkExpertCounts(ckpt: MegatronDistCheckpoint, tensors: ReadonlyMap<string, Recipe>): void {
   const experts = argNumber(ckpt.args, "num_experts");
+  if (experts === undefined) return;
   for (const [key, t] of ckpt.stored) {
     if (!key.includes(".mlp.experts.experts.")) continue;
     const axis = /^decoder\.layers\.\d+\./.test(key) ? 0 : 1;
     const n = t.shape[axis];
-    if (experts !== undefined && n !== experts) throw new MegahubError("MODEL", `the expert axis (dim ${axis}) holds ${n} experts, args.num_experts is ${experts}`, { file: ckpt.name, tensor: key });
+    if (n !== experts) throw new MegahubError("MODEL", `the expert axis (dim ${axis}) holds ${n} experts, args.num_experts is ${experts}`, { file: ckpt.name, tensor: key });
+  }
+  for (const [name, r] of tensors) {
+    if (name.endsWith(".mlp.router.weight") && r.shape[0] !== experts) {
+      throw new MegahubError("MODEL", `the router has ${r.shape[0]} rows, args.num_experts is ${experts}`, { file: ckpt.name, tensor: ckpt.storedKeyOf.get(name) ?? name });
+    }
   }
 }
