@@ -66,7 +66,8 @@ export async function planMcoreDistFiles(m: McoreModel, rules: readonly ParamRul
     if (!r) throw new MegahubError("MODEL", "missing from the model", { tensor: p.name });
     return { name: distName(p, m), recipe: p.rule.tp === "vocab" ? vocab.resize(r) : r, split: splitOf(p.rule.tp), stage: stageOf(p), ...(p.expert === undefined ? {} : { expert: p.expert }) };
   });
-  // The source's _extra_state modules (a strict load expects the same set back), or Megatron-Core's for the spec.
+  // MoE: Megatron-Core's modules layer by layer (dense and MoE layers differ, so a carried set would not say which).
+  // Dense: the source's _extra_state modules (a strict load expects the same set back), or Megatron-Core's for the spec.
   const extraState = moeExtraState(m, (l) => Math.floor(l / perStage));
   const modules = d.moe ? [] : [...(m.extraState ?? defaultExtraState(m.flavour))];
   for (let l = 0; l < d.layers; l++) {
