@@ -4,7 +4,7 @@
 Run:   ~/.cache/megahub/venv-ref/bin/python scripts/make_dcp_fixtures.py [--out fixtures/dcp]
        ~/.cache/megahub/venv-ref/bin/python scripts/make_dcp_fixtures.py --check   (CI: regenerate into a temp dir,
                                                                                   compare with the committed tree)
-       Needs torch >= 2.4 with torch.distributed (gloo); runs 4 + 2 local CPU processes, no network.
+       Needs torch >= 2.4 with torch.distributed (gloo); runs 4 + 2 + 3 x 4 local CPU processes, no network.
 
 Why:   megahub reads `torch_dist` checkpoints without torch.  The tests need files whose bytes come from torch's own
        `torch.distributed.checkpoint` (FileSystemWriter, thread_count=2 as Megatron's strategy uses, so every rank writes
@@ -29,7 +29,17 @@ Outputs (under OUT):
                       fully_reshardable optimizer (optimizer.state.{param,exp_avg,exp_avg_sq}.<key>), old metadata.json
   gpt-tp2-perlayer/   world 2 (TP2), fp16, local-spec names, 3 per-layer keys decoder.layers.<i>.<param>, tied
                       embeddings, dp_reshardable optimizer (flat fp32 buckets per model-parallel rank), new metadata.json
-  each holds latest_checkpointed_iteration.txt and iter_0000010/{metadata.json, common.pt, .metadata, __R_N.distcp}
+  mixtral-tp2-ep2/    world 4 (TP2 x EP2), bf16, TE spec with grouped GEMM: Mixtral-style, every layer MoE, stacked
+                      keys with the expert axis decoder.layers.mlp.experts.experts.<param> [L, E, ...]
+  qwen2moe-ep4/       world 4 (EP4, one expert per rank), fp16, local spec: Qwen2-MoE-style, gated shared experts,
+                      q/k/v biases, tied, layer 0 dense (moe_layer_freq [0, 1, 1]) so per-layer keys [E, ...]
+  qwen3moe-pp2-ep2/   world 4 (PP2 x EP2), fp32, local spec: Qwen3-MoE-style, q/k norms, 8 experts, layer 1 dense
+                      (moe_layer_freq 2), per-layer keys
+                      (MoE models and weights: scripts/fixtures/moe_spec.py, the same tensors as fixtures/moe; layout:
+                      scripts/fixtures/dcp_moe.py; no optimizer state, as saved with --no-save-optim)
+  each holds latest_checkpointed_iteration.txt and iter_0000010/{metadata.json, common.pt, .metadata, __R_N.distcp};
+  the MoE ones also expected-hf.json (config fields and name/dtype/shape/sha256 of every HF tensor, built from the
+  global weights after checking that torch's dcp.load reads them back from the written directory)
   MANIFEST.json       path, size, sha256 of every file
 """
 import argparse
@@ -54,6 +64,9 @@ from torch.distributed.checkpoint.metadata import StorageMeta
 from torch.distributed.checkpoint.planner import SavePlan
 from torch.distributed.checkpoint.planner_helpers import _create_write_items
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures"))
+import dcp_moe  # noqa: E402
+
 ITERATION = 10
 # Model dims: GQA (4 heads of 4, 2 groups), SwiGLU, padded vocab 64 (true 50, divisible-by 16 x TP 2).
 H, HEADS, GROUPS, KV, F, VOCAB, PADDED = 16, 4, 2, 4, 24, 50, 64
@@ -64,7 +77,17 @@ SPECS = {
                         optim="fully_reshardable", metadata_json="old", seed=1),
     "gpt-tp2-perlayer": dict(tp=2, pp=1, layers=3, dtype=torch.float16, stacked=False, te=False, tied=True,
                              optim="dp_reshardable", metadata_json="new", seed=2),
+    "mixtral-tp2-ep2": dict(moe="mixtral", tp=2, pp=1, ep=2, te=True, grouped=True, divisible_by=64, optim=None,
+                            metadata_json="new"),
+    "qwen2moe-ep4": dict(moe="qwen2moe", tp=1, pp=1, ep=4, te=False, grouped=False, divisible_by=128, optim=None,
+                         metadata_json="old"),
+    "qwen3moe-pp2-ep2": dict(moe="qwen3moe", tp=1, pp=2, ep=2, te=False, grouped=False, divisible_by=128, optim=None,
+                             metadata_json="new"),
 }
+
+
+def world_of(spec):
+    return spec["tp"] * spec["pp"] * spec.get("ep", 1)
 
 
 def global_weights(spec):
@@ -95,7 +118,7 @@ def global_weights(spec):
 
 def split_rule(name):
     """('rows'|'cols'|'swiglu'|None): how TP splits a per-layer parameter (megatron-core-format.md §1.4, §3.3)."""
-    if name.endswith("linear_qkv.weight"):
+    if name.endswith(("linear_qkv.weight", "linear_qkv.bias")):
         return "rows"
     if name.endswith("linear_fc1.weight"):
         return "swiglu"
@@ -112,7 +135,7 @@ def tp_chunks(shape, rule, tp_size):
     for t in range(tp_size):
         if rule == "rows":
             n = shape[0] // tp_size
-            out.append((t, (t * n, 0), (n, shape[1])))
+            out.append((t, (t * n,) + (0,) * (len(shape) - 1), (n,) + tuple(shape[1:])))
         elif rule == "cols":
             n = shape[1] // tp_size
             out.append((t, (0, t * n), (shape[0], n)))
@@ -125,6 +148,8 @@ def tp_chunks(shape, rule, tp_size):
 
 def chunk_plan(spec):
     """{fqn: (global tensor, [(writer rank, offsets, sizes)])} for the model weights, in Megatron's key order."""
+    if spec.get("moe"):
+        return dcp_moe.chunk_plan(spec, tp_chunks, split_rule)
     tp, pp, L = spec["tp"], spec["pp"], spec["layers"]
     per_stage = L // pp
     rank_of = lambda t, p: t + tp * p  # Megatron's default order tp-cp-ep-dp-pp with DP = 1
@@ -161,6 +186,8 @@ def torch_saved(obj):
 
 def sharded_objects(spec, rank):
     """{unique key: BytesIO}: what a rank writes as byte items (ShardedObject.unique_key = key/shard_<off>_<shape>)."""
+    if spec.get("moe"):
+        return dcp_moe.sharded_objects(spec, rank, torch_saved)
     tp, pp, L = spec["tp"], spec["pp"], spec["layers"]
     t, p = rank % tp, rank // tp
     per_stage = L // pp
@@ -272,6 +299,8 @@ class PinnedWriter(FileSystemWriter):
 
 
 def megatron_args(spec, name):
+    if spec.get("moe"):
+        return dcp_moe.megatron_args(spec, name, ITERATION)
     return Namespace(
         num_layers=spec["layers"], hidden_size=H, ffn_hidden_size=F, num_attention_heads=HEADS,
         group_query_attention=True, num_query_groups=GROUPS, kv_channels=KV, max_position_embeddings=128,
@@ -288,8 +317,9 @@ def megatron_args(spec, name):
 
 
 def common_state(spec, name):
-    content = {"singleton_local_shards": False, "chained_optim_avoid_prefix": True,
-               "distrib_optim_sharding_type": spec["optim"]}
+    content = {"singleton_local_shards": False, "chained_optim_avoid_prefix": True}
+    if spec["optim"]:
+        content["distrib_optim_sharding_type"] = spec["optim"]
     state = {
         "args": megatron_args(spec, name),
         "checkpoint_version": 3.0,
@@ -312,7 +342,7 @@ def worker(rank, world, store, name, iter_dir):
         for key, (tensor, chunks) in plan.items():
             if any(r == rank for r, _, _ in chunks):
                 state[key] = as_sharded_tensor(tensor, chunks, rank)
-        for key, st in optimizer_tensors(spec, plan, rank).items():
+        for key, st in (optimizer_tensors(spec, plan, rank) if spec["optim"] else {}).items():
             if any(sh.placement.rank() == rank for sh in st.metadata().shards_metadata):
                 state[key] = st
         state.update(sharded_objects(spec, rank))
@@ -326,7 +356,7 @@ def worker(rank, world, store, name, iter_dir):
 
 def make_one(name, root, tmp):
     spec = SPECS[name]
-    world = spec["tp"] * spec["pp"]
+    world = world_of(spec)
     ckpt = os.path.join(root, name)
     iter_dir = os.path.join(ckpt, f"iter_{ITERATION:07d}")
     os.makedirs(iter_dir)
@@ -340,6 +370,22 @@ def make_one(name, root, tmp):
         json.dump(config, f)
     with open(os.path.join(ckpt, "latest_checkpointed_iteration.txt"), "w") as f:
         f.write(str(ITERATION))
+    if spec.get("moe"):
+        config, hf = dcp_moe.expected_hf(spec, loaded(iter_dir))
+        with open(os.path.join(ckpt, "expected-hf.json"), "w") as f:
+            json.dump({"fixture": name, "model": spec["moe"], "config": config,
+                       "tensors": [{"name": k, "dtype": ST_DTYPE[v.dtype], "shape": list(v.shape), "sha256": tensor_sha(v)}
+                                   for k, v in hf.items()]}, f, indent=1)
+            f.write("\n")
+
+
+ST_DTYPE = {torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32"}
+
+
+def tensor_sha(t):
+    """sha256 of a tensor's C-order bytes (fixturelib.tensor_sha256's definition)."""
+    t = t.contiguous().reshape(-1)
+    return hashlib.sha256(t.view(torch.uint8).numpy().tobytes()).hexdigest()
 
 
 def sha256(path):

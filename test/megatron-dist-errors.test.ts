@@ -11,7 +11,7 @@ import { locateMegatronDist, openMegatronDist } from "../src/checkpoints/megatro
 import { isMegahubError, type MegahubError } from "../src/errors.js";
 import { convertAny, reshardAny } from "../src/ops/dispatch.js";
 import { executePlan } from "../src/plan/execute.js";
-import { leaves, select } from "../src/plan/recipe.js";
+import { leaves, select, type Recipe } from "../src/plan/recipe.js";
 import { megahub } from "./helpers/cli.js";
 import { fixture, hasFixture } from "./helpers/fixtures.js";
 
@@ -81,21 +81,27 @@ describe("bad torch_dist checkpoints", () => {
     await refused(convertAny({ input: dir, out: out() }), "MODEL", /args\.num_layers is 4 but the stacked layer axis has 3 layers/);
   });
 
-  it("unknown keys are all listed, with the MoE hint for router/expert keys", async () => {
-    const dir = join(work, `moe${n++}`);
-    const ckpt = await openFixture();
-    try {
-      const tensors: DistOutTensor[] = [...ckpt.tensors].map(([name, recipe]) => ({ name, recipe, split: undefined, stage: 0 }));
-      const norm = ckpt.tensors.get("decoder.final_layernorm.weight");
-      if (!norm) throw new Error("no norm");
-      for (let l = 0; l < 4; l++) tensors.push({ name: `decoder.layers.${l}.mlp.router.weight`, recipe: select(norm, 0, [0, 1]), split: undefined, stage: 0 });
-      const files = await planMegatronDist(tensors, { tp: 1, pp: 1, iteration: 10, common: { args: ckpt.args as NonNullable<typeof ckpt.args>, iteration: 10 }, extraState: [] });
-      mkdirSync(dir);
-      await executePlan({ files, notes: [] }, dir);
-    } finally {
-      await ckpt.close();
-    }
-    await refused(convertAny({ input: dir, out: out() }), "MODEL", /1 tensor keys are not part of Megatron-Core GPT \(mixture-of-experts layers\): decoder\.layers\.mlp\.router\.weight/);
+  it("unknown keys are all listed, with the MoE hint for unmapped expert parts; a router without experts is named", async () => {
+    const write = async (extra: (l: number, norm: Recipe) => DistOutTensor) => {
+      const dir = join(work, `moe${n++}`);
+      const ckpt = await openFixture();
+      try {
+        const tensors: DistOutTensor[] = [...ckpt.tensors].map(([name, recipe]) => ({ name, recipe, split: undefined, stage: 0 }));
+        const norm = ckpt.tensors.get("decoder.final_layernorm.weight");
+        if (!norm) throw new Error("no norm");
+        for (let l = 0; l < 4; l++) tensors.push(extra(l, norm));
+        const files = await planMegatronDist(tensors, { tp: 1, pp: 1, iteration: 10, common: { args: ckpt.args as NonNullable<typeof ckpt.args>, iteration: 10 }, extraState: [] });
+        mkdirSync(dir);
+        await executePlan({ files, notes: [] }, dir);
+      } finally {
+        await ckpt.close();
+      }
+      return dir;
+    };
+    const bias = await write((l, norm) => ({ name: `decoder.layers.${l}.mlp.experts.local_experts.0.linear_fc1.bias`, recipe: norm, split: undefined, stage: 0 }));
+    await refused(convertAny({ input: bias, out: out() }), "MODEL", /1 tensor keys are not part of Megatron-Core GPT \(mixture-of-experts parts not mapped: .*\): decoder\.layers\.mlp\.experts\.local_experts\.0\.linear_fc1\.bias/);
+    const router = await write((l, norm) => ({ name: `decoder.layers.${l}.mlp.router.weight`, recipe: select(norm, 0, [0, 1]), split: undefined, stage: 0 }));
+    await refused(convertAny({ input: router, out: out() }), "MODEL", /layer 0 has a router but no expert 0/);
   });
 
   it("one layer of a stacked key reads only that layer's chunks", async () => {

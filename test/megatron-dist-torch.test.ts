@@ -8,9 +8,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { openDcp } from "../src/formats/torch-dcp/read.js";
 import { reshardAny } from "../src/ops/dispatch.js";
-import { dcpDir, PY_DCP_PRELUDE } from "./helpers/dcp.js";
+import { chunkLayout, dcpDir, PY_DCP_PRELUDE } from "./helpers/dcp.js";
 import { fixture, hasFixture } from "./helpers/fixtures.js";
 import { HAS_REF, runRefPython } from "./helpers/refpy.js";
 
@@ -122,22 +121,8 @@ describe("megahub's torch_dist layout is Megatron-Core's", () => {
   it("at TP2 PP2 every model key has the fixture's chunks, each in the data file of the rank that writes it", async () => {
     const dir = out();
     await reshardAny({ input: fixture("dcp", "gpt-tp2-pp2"), out: dir, tp: 2, pp: 2, format: "torch_dist" });
-    const layout = async (d: string) => {
-      const dcp = await openDcp(d);
-      const rows: string[] = [];
-      for (const t of dcp.tensors.values()) {
-        if (t.fqn.startsWith("optimizer.")) continue;
-        for (const c of t.chunks) {
-          const rank = /^__(\d+)_/.exec(dcp.metadata.storage(t.fqn, c.offsets)?.relativePath ?? "")?.[1];
-          rows.push(`${t.fqn} ${t.dtype}[${t.shape.join(",")}] @[${c.offsets.join(",")}]+[${c.sizes.join(",")}] rank ${rank}`);
-        }
-      }
-      const extra = [...dcp.bytes.keys()].filter((k) => k.includes("_extra_state")).map((k) => `${k} rank ${/^__(\d+)_/.exec(dcp.metadata.storage(k)?.relativePath ?? "")?.[1]}`);
-      await dcp.close();
-      return { rows: rows.sort(), extra: extra.sort() };
-    };
-    const ours = await layout(join(dir, "iter_0000010"));
-    const theirs = await layout(dcpDir("gpt-tp2-pp2"));
+    const ours = await chunkLayout(join(dir, "iter_0000010"));
+    const theirs = await chunkLayout(dcpDir("gpt-tp2-pp2"));
     expect(ours.rows).toEqual(theirs.rows);
     expect(ours.rows.length).toBe(2 + 4 * 12 + 1 + 2); // embedding, 4 layers × (2 norms, 2 QKV, 2 proj, 4 fc1, 2 fc2), final norm, head
     expect(ours.extra).toEqual(theirs.extra);

@@ -1,19 +1,22 @@
 /**
  * The global model of a Megatron-Core `torch_dist` checkpoint: its tensors are already global (no TP merge, no PP
- * renumbering: the stacked axis carries global layer numbers), so this only resolves spellings — torch_dist uses
- * Transformer Engine's norm names for both specs (megatron-core-format.md §2.1) — and checks shapes.
+ * renumbering: the stacked axis carries global layer numbers; the expert axis global expert numbers, whatever the EP),
+ * so this only resolves spellings — torch_dist uses Transformer Engine's norm names for both specs
+ * (megatron-core-format.md §2.1) — and derives dims, features and MoE facts the way the legacy reader does
+ * (mcore-global.ts's globalDims over the one parameter table, MCORE_PARAMS).
  */
 import { MegahubError } from "../errors.js";
 import type { MegatronDistCheckpoint } from "../checkpoints/megatron-dist.js";
 import { argNumber } from "../formats/megatron/read.js";
 import type { Recipe } from "../plan/recipe.js";
-import { LAYER, type ParamRule, type SpecFlavour } from "./arch.js";
-import { detectGptDims } from "./gpt/dims.js";
-import { GPT_IGNORED, GPT_PARAMS } from "./gpt/spec.js";
-import { checkShapes, featuresOf, resolveKey, spellings, type McoreModel } from "./mcore-global.js";
+import { LAYER, type ExpertLayout, type ParamRule, type SpecFlavour } from "./arch.js";
+import { GPT_IGNORED } from "./gpt/spec.js";
+import { globalDims, resolveKey, spellings, type McoreModel } from "./mcore-global.js";
+import { routingFromArgs } from "./moe/hf-config.js";
+import { MCORE_PARAMS } from "./moe/spec.js";
 
 /** Builds the global model; every unknown name is listed at once. */
-export function distMcoreModel(ckpt: MegatronDistCheckpoint, rules: readonly ParamRule[] = GPT_PARAMS): McoreModel {
+export function distMcoreModel(ckpt: MegatronDistCheckpoint, rules: readonly ParamRule[] = MCORE_PARAMS): McoreModel {
   const table = spellings(rules);
   const tensors = new Map<string, Recipe>();
   const unknown = new Set<string>();
@@ -42,7 +45,7 @@ export function distMcoreModel(ckpt: MegatronDistCheckpoint, rules: readonly Par
   }
   if (unknown.size > 0) {
     const list = [...unknown];
-    const hint = list.some((k) => k.includes(".mlp.experts.") || k.includes(".mlp.router.")) ? " (mixture-of-experts layers)" : "";
+    const hint = list.some((k) => k.includes(".mlp.experts.") || k.includes(".mlp.router.")) ? " (mixture-of-experts parts not mapped: expert biases, singleton_local_shards' per-expert keys)" : "";
     throw new MegahubError("MODEL", `${list.length} tensor keys are not part of Megatron-Core GPT${hint}: ${list.slice(0, 6).join(", ")}${list.length > 6 ? ", …" : ""}`, { file: where });
   }
   const count = layers.size;
@@ -50,24 +53,37 @@ export function distMcoreModel(ckpt: MegatronDistCheckpoint, rules: readonly Par
   sorted.forEach((v, i) => {
     if (v !== i) throw new MegahubError("MODEL", `layer numbers are not 0..${count - 1}: found ${sorted.slice(0, 8).join(", ")}`, { file: where });
   });
-  const features = featuresOf(tensors);
+  checkExpertCounts(ckpt, tensors);
   const args = ckpt.args;
-  const gqa = args?.field("group_query_attention");
-  const dims = detectGptDims(
-    (n) => tensors.get(n)?.shape,
-    count,
-    {
-      headDim: argNumber(args, "kv_channels"),
-      heads: argNumber(args, "num_attention_heads"),
-      kvHeads: gqa === true ? argNumber(args, "num_query_groups") : gqa === false ? argNumber(args, "num_attention_heads") : undefined,
-    },
-    where,
-  );
-  checkShapes(rules, tensors, dims, features, where);
+  const { dims, features } = globalDims(rules, tensors, count, args, where);
   // torch_dist spells norms the TE way whatever the spec; args say which modules the run had.
   const impl = args?.field("transformer_impl");
   const flavour: SpecFlavour = impl === "local" ? "local" : impl === "transformer_engine" ? "te" : te ? "te" : "local";
   // The source's _extra_state modules, as layer patterns, so a strict load of what megahub writes finds the same set.
   const extraState = new Set([...ckpt.skipped.extraStateModules].map((k) => k.replace(/^decoder\.layers\.(\d+\.)?/, `decoder.layers.${LAYER}.`)));
-  return { arch: "gpt", dims, features, flavour, tensors, args, trueVocab: argNumber(args, "vocab_size"), notes, ...(extraState.size > 0 ? { extraState } : {}) };
+  // SequentialMLP and TEGroupedMLP save the same keys (experts.py): only args say which one the run had.
+  const layout: ExpertLayout = args?.field("moe_grouped_gemm") === true ? "grouped" : "sequential";
+  const moe = dims.moe ? { moe: { layout, routing: routingFromArgs(args) } } : {};
+  return { arch: "gpt", dims, features, flavour, tensors, args, trueVocab: argNumber(args, "vocab_size"), ...moe, notes, ...(extraState.size > 0 ? { extraState } : {}) };
+}
+
+/**
+ * args.num_experts, when args say, is every stored expert axis's length (after the layer axis of a stacked key) and
+ * every router's row count: a checkpoint saved with another expert count, or one whose expert axis lost experts,
+ * is named before the shape checks list every expert as missing or unexpected.
+ */
+function checkExpertCounts(ckpt: MegatronDistCheckpoint, tensors: ReadonlyMap<string, Recipe>): void {
+  const experts = argNumber(ckpt.args, "num_experts");
+  if (experts === undefined) return;
+  for (const [key, t] of ckpt.stored) {
+    if (!key.includes(".mlp.experts.experts.")) continue;
+    const axis = /^decoder\.layers\.\d+\./.test(key) ? 0 : 1;
+    const n = t.shape[axis];
+    if (n !== experts) throw new MegahubError("MODEL", `the expert axis (dim ${axis}) holds ${n} experts, args.num_experts is ${experts}`, { file: ckpt.name, tensor: key });
+  }
+  for (const [name, r] of tensors) {
+    if (name.endsWith(".mlp.router.weight") && r.shape[0] !== experts) {
+      throw new MegahubError("MODEL", `the router has ${r.shape[0]} rows, args.num_experts is ${experts}`, { file: ckpt.name, tensor: ckpt.storedKeyOf.get(name) ?? name });
+    }
+  }
 }

@@ -189,25 +189,34 @@ export function megatronMcoreModel(ckpt: MegatronCheckpoint, rules: readonly Par
     });
   }
   const where = ckpt.layout.tree.name;
+  const { dims, features } = globalDims(rules, tensors, offset, ckpt.args, where);
+  const trueVocab = argNumber(ckpt.args, "vocab_size");
+  const moeFacts = dims.moe ? { moe: { layout: grouped ? ("grouped" as const) : ("sequential" as const), routing: routingFromArgs(ckpt.args) } } : {};
+  return { arch: "gpt", dims, features, flavour: te ? "te" : "local", tensors, args: ckpt.args, trueVocab, ...moeFacts, notes, extraState };
+}
+
+/**
+ * Dims and features of global (canonical) tensors, dense or mixture-of-experts, checked against the parameter table:
+ * what every Megatron reader (legacy rank files, torch_dist) derives the same way.
+ */
+export function globalDims(rules: readonly ParamRule[], tensors: ReadonlyMap<string, Recipe>, layers: number, args: PyCall | undefined, where: string): { dims: ModelDims; features: Features } {
   const shapeOf = (n: string) => tensors.get(n)?.shape;
-  const moe = detectMoeDims(shapeOf, offset, where);
+  const moe = detectMoeDims(shapeOf, layers, where);
   const features = withMoeFeatures(featuresOf(tensors), moe, tensors);
-  const gqa = ckpt.args?.field("group_query_attention");
+  const gqa = args?.field("group_query_attention");
   const dense = detectGptDims(
-    denseFfnShim(shapeOf, moe, argNumber(ckpt.args, "ffn_hidden_size")),
-    offset,
+    denseFfnShim(shapeOf, moe, argNumber(args, "ffn_hidden_size")),
+    layers,
     {
-      headDim: argNumber(ckpt.args, "kv_channels"),
-      heads: argNumber(ckpt.args, "num_attention_heads"),
-      kvHeads: gqa === true ? argNumber(ckpt.args, "num_query_groups") : gqa === false ? argNumber(ckpt.args, "num_attention_heads") : undefined,
+      headDim: argNumber(args, "kv_channels"),
+      heads: argNumber(args, "num_attention_heads"),
+      kvHeads: gqa === true ? argNumber(args, "num_query_groups") : gqa === false ? argNumber(args, "num_attention_heads") : undefined,
     },
     where,
   );
   const dims: ModelDims = moe ? { ...dense, moe } : dense;
   checkShapes(rules, tensors, dims, features, where);
-  const trueVocab = argNumber(ckpt.args, "vocab_size");
-  const moeFacts = moe ? { moe: { layout: grouped ? ("grouped" as const) : ("sequential" as const), routing: routingFromArgs(ckpt.args) } } : {};
-  return { arch: "gpt", dims, features, flavour: te ? "te" : "local", tensors, args: ckpt.args, trueVocab, ...moeFacts, notes, extraState };
+  return { dims, features };
 }
 
 /** Every MoE layer of an EP rank's file holds local experts 0 … E/EP − 1, each with fc1 and fc2. */

@@ -1,14 +1,16 @@
 /**
  * inspect for a Megatron-Core `torch_dist` checkpoint: the format and its metadata.json form, the iteration and
  * the layout it was saved with (from args), how layers are keyed, the stored model keys with their chunk counts and
- * data files, the GPT dims and parameter counts, and the optimizer layout (recognised, never converted).
+ * data files, the GPT dims and parameter counts (experts, top-k, EP, active parameters of an MoE model), and the
+ * optimizer layout (recognised, never converted).
  */
 import type { DistLocation } from "../checkpoints/megatron-dist.js";
 import { openMegatronDist } from "../checkpoints/megatron-dist.js";
 import { argsToJson } from "../formats/megatron/read.js";
 import { countModelParams } from "../models/arch.js";
-import { GPT_PARAMS } from "../models/gpt/spec.js";
 import { distMcoreModel } from "../models/mcore-dist.js";
+import { MCORE_PARAMS } from "../models/moe/spec.js";
+import { moeSummary } from "../models/moe/summary.js";
 import { byteSize } from "../tensors/dtypes.js";
 import type { InspectReport, TensorRow } from "./inspect.js";
 
@@ -47,7 +49,9 @@ export async function inspectMegatronDist(path: string, where: DistLocation): Pr
     };
     try {
       const m = distMcoreModel(ckpt);
-      Object.assign(report, { architecture: "gpt", dims: m.dims, features: m.features, spec: m.flavour, parameters: countModelParams(GPT_PARAMS, m.dims, m.features) });
+      const moe = moeSummary(m, p.ep);
+      Object.assign(report, { architecture: "gpt", dims: m.dims, features: m.features, spec: m.flavour, parameters: countModelParams(MCORE_PARAMS, m.dims, m.features), ...(moe ? { moe } : {}) });
+      if (moe) report.notes.push(`experts: decoder.layers.${ckpt.keys === "stacked" ? "" : "<i>."}mlp.experts.experts.<param> [${ckpt.keys === "stacked" ? "L, " : ""}E, …], the expert axis global (${moe.experts} experts; saved at EP ${p.ep}, ${moe.experts / p.ep} per rank)`);
       report.notes.push(...m.notes);
       if (m.trueVocab !== undefined) report.notes.push(`vocabulary: ${m.trueVocab} tokens (args.vocab_size), ${m.dims.vocab - m.trueVocab} padding rows`);
     } catch (e) {

@@ -72,34 +72,41 @@ export interface DcpPicture {
  * torch.load of that range equals the object dcp_to_torch_save produced.
  */
 export function torchPicture(dir: string): DcpPicture {
+  return torchPictures([dir])[0] as DcpPicture;
+}
+
+/** torchPicture of several directories in one Python start. */
+export function torchPictures(dirs: readonly string[]): DcpPicture[] {
   const code = `${PY_DCP_PRELUDE}
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
-d = sys.argv[1]
-out_pt = sys.argv[2]
-dcp_to_torch_save(d, out_pt)
-saved = torch.load(out_pt, weights_only=False)
-md = dcp.FileSystemReader(d).read_metadata()
-pre = {k: torch.empty(v.size, dtype=v.properties.dtype) for k, v in md.state_dict_metadata.items() if isinstance(v, TensorStorageMetadata)}
-dcp.load(pre, storage_reader=dcp.FileSystemReader(d), no_dist=True)
-tensors, byts = {}, {}
-for k, v in md.state_dict_metadata.items():
-    if isinstance(v, TensorStorageMetadata):
-        a, b = saved[k], pre[k]
-        assert a.dtype == b.dtype and a.shape == b.shape and sha(a) == sha(b), k
-        tensors[k] = {'dtype': DT[a.dtype], 'shape': list(a.shape), 'sha256': sha(a)}
-for idx, info in md.storage_data.items():
-    if idx.offset is None:
-        with open(os.path.join(d, info.relative_path), 'rb') as f:
-            f.seek(info.offset)
-            raw = f.read(info.length)
-        obj = torch.load(io.BytesIO(raw), weights_only=False)
-        assert same(obj, saved[idx.fqn]), idx.fqn
-        byts[idx.fqn] = hashlib.sha256(raw).hexdigest()
-print(json.dumps({'tensors': tensors, 'bytes': byts}))
+out_pt = sys.argv[1]
+res = []
+for d in sys.argv[2:]:
+    dcp_to_torch_save(d, out_pt)
+    saved = torch.load(out_pt, weights_only=False)
+    md = dcp.FileSystemReader(d).read_metadata()
+    pre = {k: torch.empty(v.size, dtype=v.properties.dtype) for k, v in md.state_dict_metadata.items() if isinstance(v, TensorStorageMetadata)}
+    dcp.load(pre, storage_reader=dcp.FileSystemReader(d), no_dist=True)
+    tensors, byts = {}, {}
+    for k, v in md.state_dict_metadata.items():
+        if isinstance(v, TensorStorageMetadata):
+            a, b = saved[k], pre[k]
+            assert a.dtype == b.dtype and a.shape == b.shape and sha(a) == sha(b), k
+            tensors[k] = {'dtype': DT[a.dtype], 'shape': list(a.shape), 'sha256': sha(a)}
+    for idx, info in md.storage_data.items():
+        if idx.offset is None:
+            with open(os.path.join(d, info.relative_path), 'rb') as f:
+                f.seek(info.offset)
+                raw = f.read(info.length)
+            obj = torch.load(io.BytesIO(raw), weights_only=False)
+            assert same(obj, saved[idx.fqn]), idx.fqn
+            byts[idx.fqn] = hashlib.sha256(raw).hexdigest()
+    res.append({'tensors': tensors, 'bytes': byts})
+print(json.dumps(res))
 `;
   const pt = join(mkdtempSync(join(tmpdir(), "megahub-dcp-pt-")), "whole.pt");
-  return JSON.parse(runRefPython(code, [dir, pt])) as DcpPicture;
+  return JSON.parse(runRefPython(code, [pt, ...dirs])) as DcpPicture[];
 }
 
 export async function recipeSha(r: Recipe): Promise<string> {
@@ -118,5 +125,25 @@ export async function ourPicture(where: string | DcpCheckpoint): Promise<DcpPict
     return out;
   } finally {
     if (typeof where === "string") await dcp.close();
+  }
+}
+
+/**
+ * A DCP directory's layout as sorted text rows: every model tensor chunk (fqn, dtype, global shape, offsets, sizes,
+ * the rank whose data file holds it) and every `_extra_state` byte item with its rank; optimizer keys left out.
+ */
+export async function chunkLayout(dir: string): Promise<{ rows: string[]; extra: string[] }> {
+  const dcp = await openDcp(dir);
+  try {
+    const rankOf = (path: string | undefined) => /^__(\d+)_/.exec(path ?? "")?.[1];
+    const rows: string[] = [];
+    for (const t of dcp.tensors.values()) {
+      if (t.fqn.startsWith("optimizer.")) continue;
+      for (const c of t.chunks) rows.push(`${t.fqn} ${t.dtype}[${t.shape.join(",")}] @[${c.offsets.join(",")}]+[${c.sizes.join(",")}] rank ${rankOf(dcp.metadata.storage(t.fqn, c.offsets)?.relativePath)}`);
+    }
+    const extra = [...dcp.bytes.keys()].filter((k) => k.includes("_extra_state")).map((k) => `${k} rank ${rankOf(dcp.metadata.storage(k)?.relativePath)}`);
+    return { rows: rows.sort(), extra: extra.sort() };
+  } finally {
+    await dcp.close();
   }
 }

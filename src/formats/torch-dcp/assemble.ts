@@ -46,8 +46,32 @@ export function checkCoverage(fqn: string, shape: readonly number[], chunks: rea
     active.push(c);
   }
   if (covered !== total) {
-    throw formatError(`chunks cover ${covered} of the ${total} elements of [${shape.join(", ")}]`, { file, tensor: fqn });
+    const hole = covered < total ? firstHole(shape, solid) : undefined;
+    const where = hole ? `: no chunk holds the element at [${hole.join(", ")}]` : "";
+    throw formatError(`chunks cover ${covered} of the ${total} elements of [${shape.join(", ")}]${where}`, { file, tensor: fqn });
   }
+}
+
+/**
+ * The first element no chunk holds, searched over the grid the chunk boundaries make (so a missing expert's or
+ * layer's chunk is named by its index); only on the error path, and given up on grids too large to probe.
+ */
+function firstHole(shape: readonly number[], chunks: readonly DcpChunk[]): number[] | undefined {
+  const cuts = shape.map((n, d) => [...new Set([0, ...chunks.flatMap((c) => [c.offsets[d] as number, (c.offsets[d] as number) + (c.sizes[d] as number)])])].filter((x) => x < n).sort((a, b) => a - b));
+  const cells = cuts.reduce((a, c) => a * c.length, 1);
+  if (cells * Math.max(1, chunks.length) > 5_000_000) return undefined;
+  const at = shape.map(() => 0);
+  for (let i = 0; i < cells; i++) {
+    let rest = i;
+    for (let d = shape.length - 1; d >= 0; d--) {
+      const axis = cuts[d] as number[];
+      at[d] = axis[rest % axis.length] as number;
+      rest = Math.floor(rest / axis.length);
+    }
+    const inside = (c: DcpChunk) => at.every((x, d) => x >= (c.offsets[d] as number) && x < (c.offsets[d] as number) + (c.sizes[d] as number));
+    if (!chunks.some(inside)) return [...at];
+  }
+  return undefined;
 }
 
 function overlaps(a: DcpChunk, b: DcpChunk): boolean {

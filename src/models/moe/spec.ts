@@ -69,6 +69,20 @@ export function moeLayerExtraState(layout: ExpertLayout, flavour: SpecFlavour, l
   return out;
 }
 
+/**
+ * The same modules in torch_dist, where SequentialMLP and TEGroupedMLP save alike (experts.py): `perExpert` modules
+ * get one `_extra_state` per (layer, global expert) on the expert axis, the others one per layer. The grouped
+ * layout's list names each expert module once, which is the torch_dist shape.
+ */
+export function moeLayerDistExtraState(flavour: SpecFlavour, shared: boolean): { modules: string[]; perExpert: string[] } {
+  const all = moeLayerExtraState("grouped", flavour, 0, shared);
+  const experts = "mlp.experts.";
+  return {
+    modules: all.filter((m) => !m.startsWith(experts)),
+    perExpert: all.filter((m) => m.startsWith(experts)).map((m) => `mlp.experts.experts.${m.slice(experts.length)}`),
+  };
+}
+
 /** A legacy key's expert index and its pattern (`{expert}` in place of the local index), or undefined for a non-expert key. */
 export function expertKey(key: string): { pattern: string; local: number } | undefined {
   const seq = /^(.*\.mlp\.experts\.local_experts\.)(\d+)(\..+)$/.exec(key);

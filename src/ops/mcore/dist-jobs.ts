@@ -1,6 +1,6 @@
 /**
  * GPT jobs whose source is a Megatron-Core `torch_dist` checkpoint: convert to HF, and reshard to legacy rank files
- * or torch_dist at any TP × PP. The model comes from models/mcore-dist.ts; planning and running are jobs.ts's.
+ * or torch_dist at any TP × PP (× EP for MoE). The model comes from models/mcore-dist.ts; planning and running are jobs.ts's.
  */
 import type { Dtype } from "../../tensors/dtypes.js";
 import type { MegatronDistCheckpoint } from "../../checkpoints/megatron-dist.js";
@@ -12,10 +12,11 @@ import { headerBytes, reshardModel, run, type McoreConvertJob, type McoreJobResu
 
 /** The step source a manifest records for a torch_dist input. */
 export function distSource(ckpt: MegatronDistCheckpoint): { format: string } & Record<string, string | number> {
-  return { format: "torch_dist", iteration: ckpt.iteration, tp: ckpt.parallel.tp, pp: ckpt.parallel.pp, ...(ckpt.parallel.vpp > 1 ? { vpp: ckpt.parallel.vpp } : {}) };
+  const p = ckpt.parallel;
+  return { format: "torch_dist", iteration: ckpt.iteration, tp: p.tp, pp: p.pp, ...(p.vpp > 1 ? { vpp: p.vpp } : {}), ...(p.ep > 1 ? { ep: p.ep } : {}) };
 }
 
-/** Megatron-Core GPT in torch_dist → HF Llama / Mistral / Qwen2 / Qwen3. */
+/** Megatron-Core GPT in torch_dist → HF Llama / Mistral / Qwen2 / Qwen3, MoE → Mixtral / Qwen2-MoE / Qwen3-MoE. */
 export async function convertDistToHf(ckpt: MegatronDistCheckpoint, job: McoreConvertJob): Promise<McoreJobResult & { hf: Omit<McoreHfPlan, "plan">; sourceDtypes: Dtype[] }> {
   const m = distMcoreModel(ckpt);
   const { plan, ...hf } = await planMcoreHfFiles(m, job);

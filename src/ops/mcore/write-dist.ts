@@ -11,7 +11,9 @@ import { argNumber } from "../../formats/megatron/read.js";
 import { sanitizeValue, unknownGlobalsNote } from "../../formats/torch/sanitize.js";
 import { PyCall, PyDict, type PyValue } from "../../formats/torch/values.js";
 import { expand, LAYER, nameAt, type ExpandedParam, type ParamRule, type TpRule } from "../../models/arch.js";
+import { GPT_EXTRA_STATE } from "../../models/gpt/spec.js";
 import type { McoreModel } from "../../models/mcore-global.js";
+import { moeLayerDistExtraState } from "../../models/moe/spec.js";
 import { DEFAULT_DIVISIBLE_BY, vocabPlan } from "../../models/vocab-padding.js";
 import { checkLayout, defaultExtraState, planMcoreMegatronFiles, withArgs, type McoreWriteOptions, type McoreWritePlan } from "./write-megatron.js";
 
@@ -22,11 +24,38 @@ function splitOf(rule: TpRule): DistSplit | undefined {
   return { dim: 0, parts: rule.parts };
 }
 
-/** Plans `iter_NNNNNNN/` in torch_dist form (and the tracker) for the model at o.tp × o.pp. */
+/**
+ * The torch_dist key of a parameter: experts lose their number to the expert axis (`mlp.experts.experts.<param>`);
+ * the local spec's keys map renames MoE layers' pre-MLP norm like a dense layer's (gpt_layer_specs.py), where
+ * Transformer Engine's MoE layers keep a separate `pre_mlp_layernorm`.
+ */
+function distName(p: ExpandedParam, m: McoreModel): string {
+  if (p.expert !== undefined) return p.written.replace(`.mlp.experts.local_experts.${p.expert}.`, ".mlp.experts.experts.");
+  const te = p.rule.megatron[1];
+  if (m.flavour === "local" && p.rule.teDenseOnly && te !== undefined && p.layer !== undefined && m.dims.moe?.layers[p.layer]) return nameAt(te, p.layer);
+  return p.written;
+}
+
+/** `_extra_state` modules of a mixture-of-experts model, layer by layer (no output_layer: GPTModel.sharded_state_dict pops it). */
+function moeExtraState(m: McoreModel, stageOf: (layer: number) => number): { module: string; stage: number; expert?: number }[] {
+  const moe = m.dims.moe;
+  if (!moe) return [];
+  const out: { module: string; stage: number; expert?: number }[] = [];
+  const dense = [...GPT_EXTRA_STATE.layer, ...(m.flavour === "te" ? GPT_EXTRA_STATE.teLayer : [])];
+  const sparse = moeLayerDistExtraState(m.flavour, moe.sharedFfn > 0);
+  for (let l = 0; l < m.dims.layers; l++) {
+    const stage = stageOf(l);
+    for (const mod of moe.layers[l] ? sparse.modules : dense) out.push({ module: `decoder.layers.${l}.${mod}`, stage });
+    if (moe.layers[l]) for (const mod of sparse.perExpert) for (let e = 0; e < moe.experts; e++) out.push({ module: `decoder.layers.${l}.${mod}`, stage, expert: e });
+  }
+  return out;
+}
+
+/** Plans `iter_NNNNNNN/` in torch_dist form (and the tracker) for the model at o.tp × o.pp (× o.ep for MoE). */
 export async function planMcoreDistFiles(m: McoreModel, rules: readonly ParamRule[], o: McoreWriteOptions): Promise<McoreWritePlan> {
   const d = m.dims;
   const problems = checkLayout(m, o);
-  if (problems.length > 0) throw new MegahubError("USAGE", `TP ${o.tp} × PP ${o.pp}${o.vpp > 1 ? ` × VPP ${o.vpp}` : ""} does not fit: ${problems.join("; ")}`);
+  if (problems.length > 0) throw new MegahubError("USAGE", `TP ${o.tp} × PP ${o.pp}${o.vpp > 1 ? ` × VPP ${o.vpp}` : ""}${(o.ep ?? 1) > 1 ? ` × EP ${o.ep}` : ""} does not fit: ${problems.join("; ")}`);
   const divisibleBy = o.divisibleBy ?? argNumber(m.args, "make_vocab_size_divisible_by") ?? DEFAULT_DIVISIBLE_BY;
   const vocab = vocabPlan(d.vocab, divisibleBy, o.tp, o.trueVocab ?? m.trueVocab);
   const params = expand(rules, { ...d, vocab: vocab.padded }, m.features, "te");
@@ -35,11 +64,12 @@ export async function planMcoreDistFiles(m: McoreModel, rules: readonly ParamRul
   const tensors: DistOutTensor[] = params.map((p) => {
     const r = m.tensors.get(p.name);
     if (!r) throw new MegahubError("MODEL", "missing from the model", { tensor: p.name });
-    return { name: p.written, recipe: p.rule.tp === "vocab" ? vocab.resize(r) : r, split: splitOf(p.rule.tp), stage: stageOf(p) };
+    return { name: distName(p, m), recipe: p.rule.tp === "vocab" ? vocab.resize(r) : r, split: splitOf(p.rule.tp), stage: stageOf(p), ...(p.expert === undefined ? {} : { expert: p.expert }) };
   });
-  // The source's _extra_state modules (a strict load expects the same set back), or Megatron-Core's for the spec.
-  const extraState: { module: string; stage: number }[] = [];
-  const modules = [...(m.extraState ?? defaultExtraState(m.flavour))];
+  // MoE: Megatron-Core's modules layer by layer (dense and MoE layers differ, so a carried set would not say which).
+  // Dense: the source's _extra_state modules (a strict load expects the same set back), or Megatron-Core's for the spec.
+  const extraState = moeExtraState(m, (l) => Math.floor(l / perStage));
+  const modules = d.moe ? [] : [...(m.extraState ?? defaultExtraState(m.flavour))];
   for (let l = 0; l < d.layers; l++) {
     for (const mod of modules.filter((x) => x.includes(LAYER))) extraState.push({ module: nameAt(mod, l), stage: Math.floor(l / perStage) });
   }
@@ -68,13 +98,16 @@ export async function planMcoreDistFiles(m: McoreModel, rules: readonly ParamRul
   const files = await planMegatronDist(tensors, {
     tp: o.tp,
     pp: o.pp,
+    ...(d.moe ? { ep: o.ep ?? 1, experts: d.moe.experts } : {}),
     iteration: o.iteration,
     common: { args, iteration: o.iteration === "release" ? 0 : o.iteration, contentMetadata, extra },
     extraState,
   });
   const notes = [
     vocab.note,
-    "torch_dist: layers stacked as decoder.layers.<param> [L, …], one chunk per (layer, TP rank), Transformer Engine norm names",
+    d.moe
+      ? `torch_dist: experts on a global expert axis (${d.moe.layers.every(Boolean) ? "decoder.layers.mlp.experts.experts.<param> [L, E, …]" : "per-layer keys decoder.layers.<i>.mlp.experts.experts.<param> [E, …], the block mixing dense and MoE layers"}), one chunk per (layer, expert, TP rank), written by the EP rank holding the expert`
+      : "torch_dist: layers stacked as decoder.layers.<param> [L, …], one chunk per (layer, TP rank), Transformer Engine norm names",
     "optimizer and RNG state are specific to one parallel layout: not written (load with --finetune or --no-load-optim --no-load-rng)",
     ...(o.vpp > 1 ? [`VPP ${o.vpp} is recorded in args only: torch_dist does not depend on the pipeline layout`] : []),
   ];
