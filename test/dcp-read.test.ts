@@ -11,6 +11,7 @@ import { fsTree, type Tree } from "../src/io/tree.js";
 import { leaves } from "../src/plan/recipe.js";
 import { copyDcp, DCP_FIXTURES, dcpDir, ourPicture, PY_DCP_PRELUDE, recipeSha, torchPicture } from "./helpers/dcp.js";
 import { HAS_REF, runRefPython } from "./helpers/refpy.js";
+import { rng } from "./helpers/rng.js";
 
 const NO_REF = HAS_REF ? "" : " — skipped: no reference venv (scripts/make_ref_venv.sh)";
 
@@ -243,18 +244,6 @@ for d, edit in json.loads(sys.argv[1]):
   });
 });
 
-/** Seeded xorshift, so a failing mutation can be replayed. */
-function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 0x100000000;
-  };
-}
 
 describe("seeded mutation loops: every outcome is a result or a MegahubError", () => {
   const settle = async (dir: string): Promise<"ok" | "error"> => {

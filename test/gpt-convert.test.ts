@@ -3,13 +3,13 @@
  * HF Llama / Qwen2 / Qwen3 bit for bit, round trips back to Megatron at other layouts, and the written rank files
  * against the Megatron-layout fixtures of the same layout as torch loads them.
  */
-import { createHash } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { convertAny, reshardAny, toMegatronAny } from "../src/ops/dispatch.js";
-import { fixture, hasFixture, openSafetensors } from "./helpers/fixtures.js";
+import { expectHf, type ExpectedHf } from "./helpers/expect-hf.js";
+import { fixture, hasFixture } from "./helpers/fixtures.js";
 import { HAS_TORCH, runPython } from "./helpers/torch.js";
 
 interface GptCase {
@@ -22,10 +22,6 @@ interface GptCase {
   spec: "local" | "te";
   true_vocab: number;
 }
-interface Expected {
-  config: Record<string, unknown>;
-  tensors: { name: string; dtype: string; shape: number[]; sha256: string }[];
-}
 
 const TABLE = hasFixture("gpt", "cases.json")
   ? (JSON.parse(readFileSync(fixture("gpt", "cases.json"), "utf8")) as { cases: Record<string, GptCase>; models: Record<string, { tokenizer: string | null }> })
@@ -36,27 +32,13 @@ const tokenizerOf = (c: GptCase) => {
   const t = TABLE.models[c.model]?.tokenizer;
   return t ? { tokenizer: fixture("gpt", t) } : {};
 };
-const expectedOf = (name: string) => JSON.parse(readFileSync(fixture("gpt", name, "expected-hf.json"), "utf8")) as Expected;
+const expectedOf = (name: string) => JSON.parse(readFileSync(fixture("gpt", name, "expected-hf.json"), "utf8")) as ExpectedHf;
 
 const work = mkdtempSync(join(tmpdir(), "megahub-gpt-"));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 let n = 0;
 const out = () => join(work, `out${n++}`);
 
-/** Every tensor of the HF dir equals torch's expectation (names, dtypes, shapes, sha256 of the bytes). */
-async function expectHf(dir: string, expected: Expected): Promise<void> {
-  const got = await openSafetensors(join(dir, "model.safetensors"));
-  try {
-    expect(got.st.entries.map((e) => e.name).sort()).toEqual(expected.tensors.map((t) => t.name).sort());
-    for (const t of expected.tensors) {
-      const e = got.st.get(t.name);
-      expect([e?.dtype, e?.shape], t.name).toEqual([t.dtype, t.shape]);
-      expect(createHash("sha256").update(await got.bytes(t.name)).digest("hex"), `${t.name} differs from torch's`).toBe(t.sha256);
-    }
-  } finally {
-    await got.close();
-  }
-}
 
 const CONFIG_KEYS = ["architectures", "model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim", "vocab_size", "rms_norm_eps", "rope_theta", "rope_scaling", "tie_word_embeddings", "attention_bias", "mlp_bias"];
 

@@ -3,7 +3,6 @@
  * convert to HF bit-exactly against torch's own load followed by a plain-torch split; inspect reports them; legacy ↔
  * torch_dist round trips of every GPT fixture family come back to torch's expected HF tensors.
  */
-import { createHash } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -12,7 +11,8 @@ import { convertAny, reshardAny, toMegatronAny } from "../src/ops/dispatch.js";
 import { inspectPath } from "../src/ops/inspect.js";
 import { openDcp } from "../src/formats/torch-dcp/read.js";
 import { DCP_FIXTURES, PY_DCP_PRELUDE } from "./helpers/dcp.js";
-import { fixture, hasFixture, openSafetensors } from "./helpers/fixtures.js";
+import { expectHf, type ExpectedHf } from "./helpers/expect-hf.js";
+import { fixture, hasFixture } from "./helpers/fixtures.js";
 import { HAS_REF, runRefPython } from "./helpers/refpy.js";
 
 const NO_REF = HAS_REF ? "" : " — skipped: no reference venv (scripts/make_ref_venv.sh)";
@@ -21,30 +21,13 @@ afterAll(() => rmSync(work, { recursive: true, force: true }));
 let n = 0;
 const out = () => join(work, `out${n++}`);
 
-interface Expected {
-  tensors: { name: string; dtype: string; shape: number[]; sha256: string }[];
-}
 
-/** Every tensor of the HF dir has the expected name, dtype, shape and sha256. */
-async function expectHf(dir: string, expected: Expected): Promise<void> {
-  const got = await openSafetensors(join(dir, "model.safetensors"));
-  try {
-    expect(got.st.entries.map((e) => e.name).sort()).toEqual(expected.tensors.map((t) => t.name).sort());
-    for (const t of expected.tensors) {
-      const e = got.st.get(t.name);
-      expect([e?.dtype, e?.shape], t.name).toEqual([t.dtype, t.shape]);
-      expect(createHash("sha256").update(await got.bytes(t.name)).digest("hex"), `${t.name} differs`).toBe(t.sha256);
-    }
-  } finally {
-    await got.close();
-  }
-}
 
 /**
  * torch's view of a fixture as HF tensors: dcp_to_torch_save + torch.load, then the split done in plain torch
  * (per query group q/k/v rows, fc1 = [gate; up], padding rows dropped), with the dims from common.pt's args.
  */
-function torchHf(dir: string): Expected {
+function torchHf(dir: string): ExpectedHf {
   const code = `${PY_DCP_PRELUDE}
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 d, pt = sys.argv[1], sys.argv[2]
@@ -74,7 +57,7 @@ for l in range(L):
     hf[h + 'mlp.down_proj.weight'] = layer(l, 'mlp.linear_fc2.weight')
 print(json.dumps({'tensors': [{'name': k, 'dtype': DT[t.dtype], 'shape': list(t.shape), 'sha256': sha(t)} for k, t in hf.items()]}))
 `;
-  return JSON.parse(runRefPython(code, [dir, join(mkdtempSync(join(tmpdir(), "megahub-dist-pt-")), "whole.pt")])) as Expected;
+  return JSON.parse(runRefPython(code, [dir, join(mkdtempSync(join(tmpdir(), "megahub-dist-pt-")), "whole.pt")])) as ExpectedHf;
 }
 
 describe("torch_dist fixtures (torch 2.13's DCP writer) → HF", () => {
@@ -119,7 +102,7 @@ describe("inspect torch_dist", () => {
 });
 
 const CASES = ["llama-tp2-pp2", "llama-tp2-te", "llama-pp2-vpp2", "llama-tp1-distopt", "qwen2-pp2", "qwen3-tp2"].filter((c) => hasFixture("gpt", c, "expected-hf.json"));
-const expectedOf = (name: string) => JSON.parse(readFileSync(fixture("gpt", name, "expected-hf.json"), "utf8")) as Expected;
+const expectedOf = (name: string) => JSON.parse(readFileSync(fixture("gpt", name, "expected-hf.json"), "utf8")) as ExpectedHf;
 
 describe.skipIf(CASES.length === 0)("legacy ↔ torch_dist round trips", () => {
   it.each(CASES)("%s → torch_dist TP2 PP2 → legacy TP1 → HF equals torch's expected tensors", async (name) => {

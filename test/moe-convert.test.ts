@@ -3,13 +3,13 @@
  * Megatron-Core's save) → HF Mixtral / Qwen2-MoE / Qwen3-MoE bit for bit at every EP / TP / PP / expert layout; round
  * trips through Megatron at other EP sizes; written rank files against the Megatron-layout fixture of the same layout.
  */
-import { createHash } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { convertAny, reshardAny, toMegatronAny } from "../src/ops/dispatch.js";
-import { fixture, hasFixture, openSafetensors } from "./helpers/fixtures.js";
+import { expectHf, type ExpectedHf } from "./helpers/expect-hf.js";
+import { fixture, hasFixture } from "./helpers/fixtures.js";
 import { SAME_LAYOUT } from "./helpers/moe.js";
 import { HAS_TORCH, runPython } from "./helpers/torch.js";
 
@@ -22,13 +22,9 @@ interface MoeCase {
   experts: "sequential" | "grouped";
   true_vocab: number;
 }
-interface Expected {
-  config: Record<string, unknown>;
-  tensors: { name: string; dtype: string; shape: number[]; sha256: string }[];
-}
 
 const CASES: Record<string, MoeCase> = hasFixture("moe", "cases.json") ? (JSON.parse(readFileSync(fixture("moe", "cases.json"), "utf8")) as { cases: Record<string, MoeCase> }).cases : {};
-const expectedOf = (name: string) => JSON.parse(readFileSync(fixture("moe", name, "expected-hf.json"), "utf8")) as Expected;
+const expectedOf = (name: string) => JSON.parse(readFileSync(fixture("moe", name, "expected-hf.json"), "utf8")) as ExpectedHf;
 const ep1Of = (model: string) => Object.keys(CASES).find((k) => CASES[k]?.model === model && CASES[k]?.ep === 1 && CASES[k]?.tp === 1 && CASES[k]?.pp === 1) as string;
 
 const work = mkdtempSync(join(tmpdir(), "megahub-moe-"));
@@ -36,20 +32,6 @@ afterAll(() => rmSync(work, { recursive: true, force: true }));
 let n = 0;
 const out = () => join(work, `out${n++}`);
 
-/** Every tensor of the HF dir equals torch's expectation (names, dtypes, shapes, sha256 of the bytes). */
-async function expectHf(dir: string, expected: Expected): Promise<void> {
-  const got = await openSafetensors(join(dir, "model.safetensors"));
-  try {
-    expect(got.st.entries.map((e) => e.name).sort()).toEqual(expected.tensors.map((t) => t.name).sort());
-    for (const t of expected.tensors) {
-      const e = got.st.get(t.name);
-      expect([e?.dtype, e?.shape], t.name).toEqual([t.dtype, t.shape]);
-      expect(createHash("sha256").update(await got.bytes(t.name)).digest("hex"), `${t.name} differs from torch's`).toBe(t.sha256);
-    }
-  } finally {
-    await got.close();
-  }
-}
 
 describe.skipIf(Object.keys(CASES).length === 0)("Megatron-Core MoE → HF", () => {
   it.each(Object.keys(CASES))("%s converts bit-exactly with the config transformers reads", async (name) => {

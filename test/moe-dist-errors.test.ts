@@ -17,6 +17,7 @@ import { select } from "../src/plan/recipe.js";
 import { PY_DCP_PRELUDE } from "./helpers/dcp.js";
 import { fixture, hasFixture } from "./helpers/fixtures.js";
 import { HAS_REF, runRefPython } from "./helpers/refpy.js";
+import { rng } from "./helpers/rng.js";
 
 const NO_REF = HAS_REF ? "" : " — skipped: no reference venv (scripts/make_ref_venv.sh)";
 const work = mkdtempSync(join(tmpdir(), "megahub-moe-dist-bad-"));
@@ -133,18 +134,6 @@ for d, file, edit in json.loads(sys.argv[1]):
   });
 });
 
-/** Seeded xorshift, so a failing mutation can be replayed. */
-function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 0x100000000;
-  };
-}
 
 describe.skipIf(!ok)("seeded .metadata mutations of an MoE checkpoint through the whole model path", () => {
   it("80 single-byte and truncation mutations: each plans a conversion or is one MegahubError", async () => {

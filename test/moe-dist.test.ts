@@ -6,7 +6,6 @@
  * sizes, writing rank, `_extra_state` objects) and torch's own dcp.load / dcp_to_torch_save read it equal to the
  * fixture; legacy EP 4 → torch_dist → legacy EP 2 → HF round trips.
  */
-import { createHash } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -14,7 +13,8 @@ import { afterAll, describe, expect, it } from "vitest";
 import { convertAny, reshardAny, toMegatronAny } from "../src/ops/dispatch.js";
 import { inspectPath } from "../src/ops/inspect.js";
 import { chunkLayout, dcpDir, torchPictures, type DcpPicture } from "./helpers/dcp.js";
-import { fixture, hasFixture, openSafetensors } from "./helpers/fixtures.js";
+import { expectHf, type ExpectedHf } from "./helpers/expect-hf.js";
+import { fixture, hasFixture } from "./helpers/fixtures.js";
 import { SAME_LAYOUT } from "./helpers/moe.js";
 import { HAS_REF } from "./helpers/refpy.js";
 import { HAS_TORCH, runPython } from "./helpers/torch.js";
@@ -26,26 +26,8 @@ afterAll(() => rmSync(work, { recursive: true, force: true }));
 let n = 0;
 const out = () => join(work, `out${n++}`);
 
-interface Expected {
-  model: string;
-  config: Record<string, unknown>;
-  tensors: { name: string; dtype: string; shape: number[]; sha256: string }[];
-}
-const expectedOf = (dir: string, name: string) => JSON.parse(readFileSync(fixture(dir, name, "expected-hf.json"), "utf8")) as Expected;
+const expectedOf = (dir: string, name: string) => JSON.parse(readFileSync(fixture(dir, name, "expected-hf.json"), "utf8")) as ExpectedHf;
 
-async function expectHf(dir: string, expected: Expected): Promise<void> {
-  const got = await openSafetensors(join(dir, "model.safetensors"));
-  try {
-    expect(got.st.entries.map((e) => e.name).sort()).toEqual(expected.tensors.map((t) => t.name).sort());
-    for (const t of expected.tensors) {
-      const e = got.st.get(t.name);
-      expect([e?.dtype, e?.shape], t.name).toEqual([t.dtype, t.shape]);
-      expect(createHash("sha256").update(await got.bytes(t.name)).digest("hex"), `${t.name} differs`).toBe(t.sha256);
-    }
-  } finally {
-    await got.close();
-  }
-}
 
 /** The dist fixtures, their layout, and the legacy fixture (fixtures/moe) of the same model in Megatron's layout. */
 const FIXTURES = [

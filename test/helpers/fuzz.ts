@@ -20,6 +20,7 @@ import { PyCall, PyDict, PyGlobal, PyTuple, walkTensors } from "../../src/format
 import { bytesSource } from "../../src/io/byte-source.js";
 import { parseJsonObject } from "../../src/io/json-file.js";
 import { fixture } from "./fixtures.js";
+import { rng } from "./rng.js";
 
 export interface FuzzTarget {
   readonly name: string;
@@ -44,18 +45,6 @@ export interface FuzzReport {
 
 type Rand = () => number;
 
-function rng(seed: number): Rand {
-  let s = seed >>> 0 || 1;
-  return () => {
-    // xorshift32: fast, seeded, good enough to spread mutations
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 0x100000000;
-  };
-}
 
 const u32 = (n: number) => {
   const b = new Uint8Array(4);
