@@ -204,6 +204,8 @@ describe.skipIf(!hasFixture("megatron", "fp32-tp1"))("every writing command take
     ["pack", () => ["pack", HF, "--out", join(dry, "out.tar")]],
     ["unpack", () => ["unpack", TAR, "--out", join(dry, "out")]],
     ["export-onnx", () => ["export-onnx", HF, "--out", join(dry, "out")]],
+    ["vocab count", () => ["vocab", "count", fixture("corpus", "train.txt"), "--tokenizer", fixture("tokenizer", "spiece.model"), "--out", join(dry, "freq.tsv")]],
+    ["gpu install", () => ["gpu", "install"]],
   ])("%s --dry-run prints the plan, also as JSON, and writes nothing", (name, args) => {
     const before = snapshot();
     const human = megahub([...args(), "--dry-run"]);
@@ -222,9 +224,12 @@ describe.skipIf(!hasFixture("megatron", "fp32-tp1"))("every writing command take
     ["unpack", () => ["unpack", TAR, "--out", HF], /already exists/],
     ["export-onnx", () => ["export-onnx", HF, "--out", HF], /already exists/],
     ["pull", () => ["pull", "local/dry", "--out", HF, "--hub-url", hubUrl], /already exists/],
-  ])("%s --dry-run refuses what the real run refuses", (_name, args, message) => {
+    ["vocab count", () => ["vocab", "count", join(dry, "missing.txt"), "--tokenizer", fixture("tokenizer", "spiece.model"), "--out", join(dry, "freq.tsv")], /cannot read the corpus file/, 2],
+    ["gpu install", () => ["gpu", "install", "--from", join(dry, "missing")], /no such file or folder/, 2],
+  ])("%s --dry-run refuses what the real run refuses", (_name, args, message, code = 1) => {
     const r = megahub([...args(), "--dry-run"]);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(code);
+    expect(megahub(args()).code, "the real run").toBe(code);
     expect(r.stderr).toMatch(message);
   });
 

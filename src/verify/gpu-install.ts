@@ -47,9 +47,30 @@ export const INSTALL_RECORD = "megahub-gpu.json";
 
 const WANTED = [PROVIDER_FILES.shared, PROVIDER_FILES.cuda] as const;
 
-export async function installCudaProvider(options: GpuInstallOptions = {}): Promise<GpuInstallResult> {
+/** What `gpu install --dry-run` says: where the files would come from and go, after the checks that need no download. */
+export interface GpuInstallPlan {
+  source: string;
+  ortVersion: string;
+  binDir: string;
+  /** The files that would be written, and whether each replaces one already there. */
+  files: { name: string; path: string; replaces: boolean }[];
+}
+
+/** The checks of an install that read nothing large (platform, the core's version, --from exists), and its targets. */
+export async function planCudaProvider(options: Omit<GpuInstallOptions, "onProgress"> = {}): Promise<GpuInstallPlan> {
+  const { install, coreVersion } = await checkTarget(options);
+  if (options.from !== undefined && !(await stat(options.from).catch(() => undefined))) throw new MegahubError("USAGE", `--from ${options.from}: no such file or folder`);
+  const source = options.from ?? `npm:${CUDA_PROVIDER_PACKAGE.name}@${CUDA_PROVIDER_PACKAGE.version}`;
+  const files = [];
+  for (const name of WANTED) {
+    const path = join(install.binDir, name);
+    files.push({ name, path, replaces: (await stat(path).catch(() => undefined)) !== undefined });
+  }
+  return { source, ortVersion: coreVersion, binDir: install.binDir, files };
+}
+
+async function checkTarget(options: Pick<GpuInstallOptions, "from" | "env">): Promise<{ install: OrtInstall; coreVersion: string }> {
   const env = options.env ?? process.env;
-  const say = options.onProgress ?? (() => undefined);
   if (process.platform !== "linux" || process.arch !== "x64") {
     throw new MegahubError("UNSUPPORTED", `ORT's CUDA provider package is for linux x64; this is ${process.platform} ${process.arch}`);
   }
@@ -63,6 +84,13 @@ export async function installCudaProvider(options: GpuInstallOptions = {}): Prom
         `--from with a provider of ${coreVersion}`,
     );
   }
+  return { install, coreVersion };
+}
+
+export async function installCudaProvider(options: GpuInstallOptions = {}): Promise<GpuInstallResult> {
+  const env = options.env ?? process.env;
+  const say = options.onProgress ?? (() => undefined);
+  const { install, coreVersion } = await checkTarget(options);
   const work = await mkdtemp(join(tmpdir(), "megahub-gpu-"));
   const staged = new Map<string, string>();
   try {

@@ -1,12 +1,12 @@
 import { formatFrequencies } from "../../ops/vocab/freq.js";
-import { countCorpus, openSentencePiece } from "../../ops/vocab/count.js";
+import { countCorpus, openSentencePiece, planCount } from "../../ops/vocab/count.js";
 import { MegahubError } from "../../errors.js";
 import { writeFileAtomic } from "../../io/atomic.js";
 import { intOpt, stringOpt, type Command } from "../command.js";
 import { formatBytes, table } from "../format.js";
 import { SUMMARIES } from "./summaries.js";
 
-const USAGE = "megahub vocab count <corpus…> --tokenizer <spiece.model> --out <freq.tsv> [--field text] [--threads N] [--json]";
+const USAGE = "megahub vocab count <corpus…> --tokenizer <spiece.model> --out <freq.tsv> [--field text] [--threads N] [--dry-run] [--json]";
 
 /** `megahub vocab count`: per-id token counts of a corpus, written as a frequency TSV for prune-vocab. */
 export const vocabCommand: Command = {
@@ -18,12 +18,14 @@ export const vocabCommand: Command = {
     out: { type: "string", short: "o" },
     field: { type: "string" },
     threads: { type: "string" },
+    "dry-run": { type: "boolean" },
   },
   details: [
     "Plain text is encoded line by line, as spm_encode does (special-token strings in the text are plain text);",
     "JSON lines (--field, or `text` for .jsonl/.ndjson) one record's string at a time; .gz files are read as they stream.",
     "--threads N: sentencepiece instances in worker threads (default: 1 below 4 MiB, else up to 4, one per core).",
     "The TSV has every id (zeros too): `id<TAB>count<TAB>piece`, with the tokenizer's sha256 in its header.",
+    "--dry-run opens the tokenizer, checks the corpus files and prints what would be counted; nothing is written.",
   ],
   async run(positionals, values, out) {
     const [sub, ...files] = positionals;
@@ -36,6 +38,12 @@ export const vocabCommand: Command = {
     const sp = await openSentencePiece(tokenizer);
     const field = stringOpt(values, "field");
     const threads = intOpt(values, "threads");
+    if (values["dry-run"] === true) {
+      const p = await planCount(files, threads !== undefined ? { threads } : {});
+      out.result({ ok: true, dryRun: true, out: dest, tokenizer, pieces: sp.spSize, ...p });
+      out.info(`dry run: would count ${p.files.length} file${p.files.length > 1 ? "s" : ""} (${formatBytes(p.bytes)}) with ${sp.spSize.toLocaleString("en-US")} pieces on ${p.threads} thread${p.threads > 1 ? "s" : ""} → ${dest}; nothing written`);
+      return 0;
+    }
     const c = await countCorpus(files, sp, {
       ...(field !== undefined ? { field } : {}),
       ...(threads !== undefined ? { threads } : {}),

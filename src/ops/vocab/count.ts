@@ -157,18 +157,25 @@ export interface VocabCounts {
  * JSON lines (`--field`, or `text` for `.jsonl`/`.ndjson` files) one record's string at a time. `.gz` files are
  * decompressed on the fly. A corpus with no tokens is an error: pruning to it would drop every piece.
  */
-export async function countCorpus(files: readonly string[], sp: SentencePieceEncoder, options: CountOptions = {}): Promise<VocabCounts> {
+/** The corpus's files and bytes and the thread count a count would use, after the same checks; nothing is read. */
+export async function planCount(files: readonly string[], options: Pick<CountOptions, "threads"> = {}): Promise<{ files: { file: string; bytes: number }[]; bytes: number; threads: number }> {
   if (files.length === 0) throw new MegahubError("USAGE", "no corpus files given");
-  let totalBytes = 0;
+  const sized: { file: string; bytes: number }[] = [];
   for (const f of files) {
     const s = await stat(f).catch((e: NodeJS.ErrnoException) => {
       throw new MegahubError("USAGE", `cannot read the corpus file (${e.code ?? String(e)})`, { file: f });
     });
     if (!s.isFile()) throw new MegahubError("USAGE", "corpus path is not a file", { file: f });
-    totalBytes += s.size;
+    sized.push({ file: f, bytes: s.size });
   }
-  const threads = options.threads ?? (totalBytes < 4 << 20 ? 1 : Math.min(4, availableParallelism()));
+  const bytes = sized.reduce((a, f) => a + f.bytes, 0);
+  const threads = options.threads ?? (bytes < 4 << 20 ? 1 : Math.min(4, availableParallelism()));
   if (!Number.isInteger(threads) || threads < 1) throw new MegahubError("USAGE", `threads must be a positive integer, got ${threads}`);
+  return { files: sized, bytes, threads };
+}
+
+export async function countCorpus(files: readonly string[], sp: SentencePieceEncoder, options: CountOptions = {}): Promise<VocabCounts> {
+  const { bytes: totalBytes, threads } = await planCount(files, options);
   const t0 = performance.now();
   const sink = threads === 1 ? inlineSink(sp.spSize, (t, c) => sp.countInto(t, c)) : await workerSink(sp.path, sp.spSize, threads);
   let lines = 0;
