@@ -203,8 +203,7 @@ def sharded_objects(spec, rank):
                 out[f"decoder.layers.{m}._extra_state/shard_{layer}_{L}"] = torch_saved([data])
             else:
                 out[f"decoder.layers.{layer}.{m}._extra_state/shard_0_1"] = torch_saved([data])
-    if t == 0 and p == pp - 1:
-        out["output_layer._extra_state/shard_0_1"] = torch_saved([None])
+    # no output_layer._extra_state: GPTModel.sharded_state_dict pops it (old GPT checkpoints lacked it)
     g = torch.Generator().manual_seed(1000 + rank)
     rng = {"random_rng_state": (3, tuple(range(4)), None), "torch_rng_state": torch.randint(0, 255, (16,), generator=g, dtype=torch.uint8)}
     out[f"rng_state/shard_{p}.{t}_{pp}.{tp}"] = torch_saved([rng])

@@ -13,6 +13,7 @@ import { openDcp } from "../src/formats/torch-dcp/read.js";
 import { DCP_FIXTURES, PY_DCP_PRELUDE } from "./helpers/dcp.js";
 import { expectHf, type ExpectedHf } from "./helpers/expect-hf.js";
 import { fixture, hasFixture } from "./helpers/fixtures.js";
+import { HAS_TORCH, runPython } from "./helpers/torch.js";
 import { HAS_REF, runRefPython } from "./helpers/refpy.js";
 
 const NO_REF = HAS_REF ? "" : " — skipped: no reference venv (scripts/make_ref_venv.sh)";
@@ -101,6 +102,13 @@ describe("inspect torch_dist", () => {
   });
 });
 
+const KEYS = `
+import sys, torch
+sys.path.insert(0, "scripts")
+from fixturelib import install_megatron_stub
+install_megatron_stub()
+print(" ".join(sorted(torch.load(sys.argv[1], map_location="cpu", weights_only=False)["model"])))
+`;
 const CASES = ["llama-tp2-pp2", "llama-tp2-te", "llama-pp2-vpp2", "llama-tp1-distopt", "qwen2-pp2", "qwen3-tp2"].filter((c) => hasFixture("gpt", c, "expected-hf.json"));
 const expectedOf = (name: string) => JSON.parse(readFileSync(fixture("gpt", name, "expected-hf.json"), "utf8")) as ExpectedHf;
 
@@ -119,6 +127,13 @@ describe.skipIf(CASES.length === 0)("legacy ↔ torch_dist round trips", () => {
     const hf = out();
     await convertAny({ input: legacy, out: hf });
     await expectHf(hf, expectedOf(name));
+    if (!HAS_TORCH) return;
+    // The state dict keys (output_layer._extra_state, which torch_dist omits, included) equal a legacy → legacy reshard's.
+    const direct = out();
+    await reshardAny({ input: fixture("gpt", name), out: direct, tp: 1 });
+    const keys = (dir: string) => runPython(KEYS, [join(dir, "iter_0000100", "mp_rank_00", "model_optim_rng.pt")]).trim();
+    expect(keys(legacy)).toContain("output_layer._extra_state");
+    expect(keys(legacy)).toBe(keys(direct));
   });
 
   it.each(CASES.slice(0, 2))("%s → torch_dist TP2 → torch_dist TP1 PP2 → HF (dist to dist) is bit-exact", async (name) => {

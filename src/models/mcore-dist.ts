@@ -10,7 +10,7 @@ import type { MegatronDistCheckpoint } from "../checkpoints/megatron-dist.js";
 import { argNumber } from "../formats/megatron/read.js";
 import type { Recipe } from "../plan/recipe.js";
 import { LAYER, type ExpertLayout, type ParamRule, type SpecFlavour } from "./arch.js";
-import { GPT_IGNORED } from "./gpt/spec.js";
+import { GPT_EXTRA_STATE, GPT_IGNORED } from "./gpt/spec.js";
 import { globalDims, resolveKey, spellings, type McoreModel } from "./mcore-global.js";
 import { routingFromArgs } from "./moe/hf-config.js";
 import { MCORE_PARAMS } from "./moe/spec.js";
@@ -61,6 +61,9 @@ export function distMcoreModel(ckpt: MegatronDistCheckpoint, rules: readonly Par
   const flavour: SpecFlavour = impl === "local" ? "local" : impl === "transformer_engine" ? "te" : te ? "te" : "local";
   // The source's _extra_state modules, as layer patterns, so a strict load of what megahub writes finds the same set.
   const extraState = new Set([...ckpt.skipped.extraStateModules].map((k) => k.replace(/^decoder\.layers\.(\d+\.)?/, `decoder.layers.${LAYER}.`)));
+  // GPTModel.sharded_state_dict pops output_layer's (empty) extra state before a torch_dist save, but the module has it:
+  // a legacy state dict, which megahub may write from this model, holds it.
+  if (extraState.size > 0) for (const mod of GPT_EXTRA_STATE.global) extraState.add(mod);
   // SequentialMLP and TEGroupedMLP save the same keys (experts.py): only args say which one the run had.
   const layout: ExpertLayout = args?.field("moe_grouped_gemm") === true ? "grouped" : "sequential";
   const moe = dims.moe ? { moe: { layout, routing: routingFromArgs(args) } } : {};

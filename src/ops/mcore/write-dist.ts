@@ -73,7 +73,8 @@ export async function planMcoreDistFiles(m: McoreModel, rules: readonly ParamRul
   for (let l = 0; l < d.layers; l++) {
     for (const mod of modules.filter((x) => x.includes(LAYER))) extraState.push({ module: nameAt(mod, l), stage: Math.floor(l / perStage) });
   }
-  for (const mod of modules.filter((x) => !x.includes(LAYER))) extraState.push({ module: mod, stage: mod.startsWith("embedding.") ? 0 : o.pp - 1 });
+  // Not output_layer's: GPTModel.sharded_state_dict pops it (checkpoints of old GPT models lacked it).
+  for (const mod of modules.filter((x) => !x.includes(LAYER) && x !== "output_layer")) extraState.push({ module: mod, stage: mod.startsWith("embedding.") ? 0 : o.pp - 1 });
   const trueVocab = o.trueVocab ?? m.trueVocab;
   // common.pt carries the source's args: strip what torch.load would import and call, as the legacy writer does.
   const sourceArgs = sanitizeValue(m.args ?? null, { keepUnknown: o.keepUnknownGlobals === true });
