@@ -160,6 +160,7 @@ describe("DCP reads are lazy byte ranges", () => {
     const data = reads.reduce((a, r) => a + r.length, 0);
     expect(data).toBeLessThan(16 * 1024);
     await dcp.close();
+    await tree.close(); // a tree the caller passed in stays the caller's to close
   });
 });
 
