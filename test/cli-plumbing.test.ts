@@ -14,6 +14,7 @@ import { isMegahubError } from "../src/errors.js";
 import { checkFreeSpace } from "../src/plan/run.js";
 import { fixture, hasFixture, ROOT } from "./helpers/fixtures.js";
 import { megahub } from "./helpers/cli.js";
+import { spawnHubServe } from "./hub-helpers.js";
 
 const work = mkdtempSync(join(tmpdir(), "megahub-cli-"));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
@@ -162,17 +163,7 @@ describe.skipIf(!hasFixture("megatron", "fp32-tp1"))("every writing command take
     mkdirSync(dry, { recursive: true });
     expect(megahub(["convert", CKPT, "--out", HF, "--quiet"]).code).toBe(0);
     expect(megahub(["pack", HF, "--out", TAR, "--quiet"]).code).toBe(0);
-    server = spawn(process.execPath, [BIN, "hub", "serve", "--port", "0", "--data", hubData, "--token", token], { stdio: ["ignore", "pipe", "pipe"] });
-    hubUrl = await new Promise<string>((done) => {
-      let seen = "";
-      const look = (c: Buffer) => {
-        seen += c.toString();
-        const m = /local hub on (http:\/\/\S+)/.exec(seen);
-        if (m) done(m[1] as string);
-      };
-      server?.stdout?.on("data", look);
-      server?.stderr?.on("data", look);
-    });
+    ({ url: hubUrl, server } = await spawnHubServe(["--data", hubData, "--token", token]));
     const { pushFolder } = await import("../src/hub/push-folder.js");
     await pushFolder({ dir: HF, repo: "local/dry", hubUrl, accessToken: token });
   }, 120_000);

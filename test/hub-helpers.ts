@@ -1,4 +1,5 @@
 // Shared fixtures of the hub tests: temp folders, a tiny model folder, and a local hub that closes itself.
+import { spawn, type ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -23,6 +24,23 @@ export async function startHub(options: Partial<LocalHubOptions> = {}): Promise<
   const hub = await startLocalHub({ dataDir: await tempDir("megahub-hubdata-"), chunkSize: 1 << 20, ...options });
   cleanups.push(() => hub.close());
   return hub;
+}
+
+/** `megahub hub serve <args>` as a child process (the CLI, not the library), resolved with its URL once it listens. */
+export async function spawnHubServe(args: readonly string[]): Promise<{ url: string; server: ChildProcess }> {
+  const server = spawn(process.execPath, [join(import.meta.dirname, "..", "bin", "megahub.js"), "hub", "serve", "--port", "0", ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  const url = await new Promise<string>((done, fail) => {
+    let seen = "";
+    const look = (c: Buffer) => {
+      seen += c.toString();
+      const m = /local hub on (http:\/\/\S+)/.exec(seen);
+      if (m) done(m[1] as string);
+    };
+    server.stdout?.on("data", look);
+    server.stderr?.on("data", look);
+    server.once("exit", (code) => fail(new Error(`hub serve exited with ${code}: ${seen}`)));
+  });
+  return { url, server };
 }
 
 /** A safetensors file holding one F32 tensor "w" of shape [2, 4]: 8 parameters. */

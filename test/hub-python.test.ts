@@ -1,13 +1,13 @@
 // The official Python huggingface_hub client (with hf_xet) and transformers against `megahub hub serve`, run as a
 // user runs it: the CLI server in its own process, HF_ENDPOINT pointing at it, the client suites in
 // test/python/. Skips with one line when the reference venv is absent (test/helpers/refpy.ts).
-import { spawn, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { xorbChunks } from "../src/hub/server/xet-format.js";
 import { HAS_REF, runRefPython } from "./helpers/refpy.js";
-import { cleanup, tempDir } from "./hub-helpers.js";
+import { cleanup, spawnHubServe, tempDir } from "./hub-helpers.js";
 
 const TOKEN = "hf_pyclientWriteToken1";
 const READ_TOKEN = "hf_pyclientReadToken22";
@@ -28,20 +28,7 @@ let work = "";
 async function startServer(): Promise<void> {
   dataDir = await tempDir("megahub-pyhub-");
   work = await tempDir("megahub-pywork-");
-  const args = ["bin/megahub.js", "hub", "serve", "--port", "0", "--data", dataDir, "--token", TOKEN];
-  args.push("--user", `local:${READ_TOKEN}:read`, "--user", `other:${OTHER_TOKEN}`, "--part-size", String(1 << 20));
-  server = spawn(process.execPath, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
-  url = await new Promise<string>((done, fail) => {
-    let seen = "";
-    const look = (c: Buffer) => {
-      seen += c.toString();
-      const m = /local hub on (http:\/\/\S+)/.exec(seen);
-      if (m) done(m[1] as string);
-    };
-    server?.stdout?.on("data", look);
-    server?.stderr?.on("data", look);
-    server?.once("exit", (code) => fail(new Error(`hub serve exited with ${code}: ${seen}`)));
-  });
+  ({ url, server } = await spawnHubServe(["--data", dataDir, "--token", TOKEN, "--user", `local:${READ_TOKEN}:read`, "--user", `other:${OTHER_TOKEN}`, "--part-size", String(1 << 20)]));
 }
 
 function runSuite(file: string, args: string[]): Result[] {

@@ -8,12 +8,12 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { planMegatronDist, type DistOutTensor } from "../src/checkpoints/megatron-dist-write.js";
 import { locateMegatronDist, openMegatronDist } from "../src/checkpoints/megatron-dist.js";
-import { isMegahubError, type MegahubError } from "../src/errors.js";
 import { convertAny, reshardAny } from "../src/ops/dispatch.js";
 import { executePlan } from "../src/plan/execute.js";
 import { leaves, select, type Recipe } from "../src/plan/recipe.js";
 import { megahub } from "./helpers/cli.js";
 import { fixture, hasFixture } from "./helpers/fixtures.js";
+import { refused } from "./helpers/bad-input.js";
 
 const work = mkdtempSync(join(tmpdir(), "megahub-dist-bad-"));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
@@ -26,13 +26,6 @@ const copyOf = (name: string) => {
 };
 const ITER = "iter_0000010";
 
-async function refused(job: Promise<unknown>, code: string, pattern: RegExp): Promise<void> {
-  const err = await job.then(() => undefined, (e: unknown) => e);
-  expect(isMegahubError(err), String(err)).toBe(true);
-  expect((err as MegahubError).code).toBe(code);
-  expect((err as Error).message).toMatch(pattern);
-  expect((err as Error).message).not.toContain("\n");
-}
 
 const cases: [string, (dir: string) => void, string, RegExp][] = [
   ["a missing common.pt", (d) => unlinkSync(join(d, ITER, "common.pt")), "LAYOUT", /no common\.pt/],
@@ -58,10 +51,10 @@ describe("bad torch_dist checkpoints", () => {
     const src = copyOf("gpt-tp2-pp2");
     damage(src);
     const dir = out();
-    await refused(convertAny({ input: src, out: dir }), code, pattern);
+    await refused(convertAny({ input: src, out: dir }), pattern, code);
     expect(existsSync(dir)).toBe(false);
     const legacy = out();
-    await refused(reshardAny({ input: src, out: legacy, tp: 1 }), code, pattern);
+    await refused(reshardAny({ input: src, out: legacy, tp: 1 }), pattern, code);
     expect(existsSync(legacy)).toBe(false);
   });
 
@@ -78,7 +71,7 @@ describe("bad torch_dist checkpoints", () => {
     } finally {
       await ckpt.close();
     }
-    await refused(convertAny({ input: dir, out: out() }), "MODEL", /args\.num_layers is 4 but the stacked layer axis has 3 layers/);
+    await refused(convertAny({ input: dir, out: out() }), /args\.num_layers is 4 but the stacked layer axis has 3 layers/, "MODEL");
   });
 
   it("unknown keys are all listed, with the MoE hint for unmapped expert parts; a router without experts is named", async () => {
@@ -99,9 +92,9 @@ describe("bad torch_dist checkpoints", () => {
       return dir;
     };
     const bias = await write((l, norm) => ({ name: `decoder.layers.${l}.mlp.experts.local_experts.0.linear_fc1.bias`, recipe: norm, split: undefined, stage: 0 }));
-    await refused(convertAny({ input: bias, out: out() }), "MODEL", /1 tensor keys are not part of Megatron-Core GPT \(mixture-of-experts parts not mapped: .*\): decoder\.layers\.mlp\.experts\.local_experts\.0\.linear_fc1\.bias/);
+    await refused(convertAny({ input: bias, out: out() }), /1 tensor keys are not part of Megatron-Core GPT \(mixture-of-experts parts not mapped: .*\): decoder\.layers\.mlp\.experts\.local_experts\.0\.linear_fc1\.bias/, "MODEL");
     const router = await write((l, norm) => ({ name: `decoder.layers.${l}.mlp.router.weight`, recipe: select(norm, 0, [0, 1]), split: undefined, stage: 0 }));
-    await refused(convertAny({ input: router, out: out() }), "MODEL", /layer 0 has a router but no expert 0/);
+    await refused(convertAny({ input: router, out: out() }), /layer 0 has a router but no expert 0/, "MODEL");
   });
 
   it("one layer of a stacked key reads only that layer's chunks", async () => {

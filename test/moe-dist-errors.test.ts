@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { planMegatronDist, type DistOutTensor } from "../src/checkpoints/megatron-dist-write.js";
 import { locateMegatronDist, openMegatronDist } from "../src/checkpoints/megatron-dist.js";
-import { isMegahubError, type MegahubError } from "../src/errors.js";
+import { isMegahubError } from "../src/errors.js";
 import { convertAny, reshardAny } from "../src/ops/dispatch.js";
 import { executePlan } from "../src/plan/execute.js";
 import { select } from "../src/plan/recipe.js";
@@ -18,6 +18,7 @@ import { PY_DCP_PRELUDE } from "./helpers/dcp.js";
 import { fixture, hasFixture } from "./helpers/fixtures.js";
 import { HAS_REF, runRefPython } from "./helpers/refpy.js";
 import { rng } from "./helpers/rng.js";
+import { refused } from "./helpers/bad-input.js";
 
 const NO_REF = HAS_REF ? "" : " — skipped: no reference venv (scripts/make_ref_venv.sh)";
 const work = mkdtempSync(join(tmpdir(), "megahub-moe-dist-bad-"));
@@ -31,19 +32,12 @@ const copyOf = (name: string) => {
   return dir;
 };
 
-async function refused(job: Promise<unknown>, code: string, pattern: RegExp): Promise<void> {
-  const err = await job.then(() => undefined, (e: unknown) => e);
-  expect(isMegahubError(err), String(err)).toBe(true);
-  expect((err as MegahubError).code).toBe(code);
-  expect((err as Error).message).toMatch(pattern);
-  expect((err as Error).message).not.toContain("\n");
-}
 
 /** convert and reshard (legacy and torch_dist) both refuse, writing nothing. */
 async function allRefuse(src: string, code: string, pattern: RegExp): Promise<void> {
   for (const job of [(o: string) => convertAny({ input: src, out: o }), (o: string) => reshardAny({ input: src, out: o, tp: 1, ep: 1 }), (o: string) => reshardAny({ input: src, out: o, tp: 1, ep: 2, format: "torch_dist" })]) {
     const dir = out();
-    await refused(job(dir), code, pattern);
+    await refused(job(dir), pattern, code);
     expect(existsSync(dir)).toBe(false);
   }
 }
@@ -112,11 +106,11 @@ for d, file, edit in json.loads(sys.argv[1]):
     } finally {
       await ckpt.close();
     }
-    await refused(convertAny({ input: dir, out: out() }), "MODEL", /decoder\.layers\.1\.mlp\.router\.weight.*the router has 3 rows, args\.num_experts is 4/);
+    await refused(convertAny({ input: dir, out: out() }), /decoder\.layers\.1\.mlp\.router\.weight.*the router has 3 rows, args\.num_experts is 4/, "MODEL");
   });
 
   it("the dist writer refuses an EP that does not divide the experts, and an expert given twice", async () => {
-    await refused(reshardAny({ input: fixture("dcp", MIXTRAL), out: out(), tp: 1, ep: 3, format: "torch_dist" }), "USAGE", /EP 3 does not divide the 4 experts/);
+    await refused(reshardAny({ input: fixture("dcp", MIXTRAL), out: out(), tp: 1, ep: 3, format: "torch_dist" }), /EP 3 does not divide the 4 experts/, "USAGE");
     const where = await locateMegatronDist(fixture("dcp", MIXTRAL));
     if (!where) throw new Error("fixture not located");
     const ckpt = await openMegatronDist(where);
@@ -125,9 +119,9 @@ for d, file, edit in json.loads(sys.argv[1]):
       if (!fc2) throw new Error("no expert 0");
       const twice: DistOutTensor[] = [0, 0].map((e) => ({ name: "decoder.layers.0.mlp.experts.experts.linear_fc2.weight", recipe: fc2, split: undefined, stage: 0, expert: e }));
       const o = { tp: 1, pp: 1, ep: 2, experts: 4, iteration: 10, common: { args: ckpt.args as NonNullable<typeof ckpt.args>, iteration: 10 }, extraState: [] };
-      await refused(planMegatronDist(twice, o), "USAGE", /given twice for expert 0/);
-      await refused(planMegatronDist(twice.slice(0, 1), o), "USAGE", /layer 0 lacks experts 1, 2, 3 of 4/);
-      await refused(planMegatronDist([{ ...(twice[0] as DistOutTensor), expert: 4 }], o), "USAGE", /expert 4 is not one of the 4 experts/);
+      await refused(planMegatronDist(twice, o), /given twice for expert 0/, "USAGE");
+      await refused(planMegatronDist(twice.slice(0, 1), o), /layer 0 lacks experts 1, 2, 3 of 4/, "USAGE");
+      await refused(planMegatronDist([{ ...(twice[0] as DistOutTensor), expert: 4 }], o), /expert 4 is not one of the 4 experts/, "USAGE");
     } finally {
       await ckpt.close();
     }

@@ -1,43 +1,15 @@
 /** Bad Megatron-Core MoE input: one clear error naming the file, the rank and what was expected; nothing written. */
-import { cpSync, existsSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { afterAll, describe, expect, it } from "vitest";
-import { isMegahubError } from "../src/errors.js";
+import { existsSync } from "node:fs";
+import { describe, expect, it } from "vitest";
 import { convertAny, reshardAny, toMegatronAny } from "../src/ops/dispatch.js";
 import { megahub } from "./helpers/cli.js";
 import { fixture, hasFixture } from "./helpers/fixtures.js";
 import { HAS_TORCH, runPython } from "./helpers/torch.js";
+import { editRank, refused, scratch } from "./helpers/bad-input.js";
 
-const work = mkdtempSync(join(tmpdir(), "megahub-moe-bad-"));
-afterAll(() => rmSync(work, { recursive: true, force: true }));
-let n = 0;
-const out = () => join(work, `out${n++}`);
-const copyOf = (name: string) => {
-  const dir = join(work, `src${n++}`);
-  cpSync(fixture("moe", name), dir, { recursive: true });
-  return dir;
-};
+const { out, copyOf } = scratch("megahub-moe-bad-", "moe");
 
-/** Rewrites one rank file with torch: `edit` is Python acting on `sd` (the loaded dict), `m` (its model) and `a` (args). */
-function editRank(root: string, rank: string, edit: string): void {
-  runPython(
-    `import sys, glob, torch
-sys.path.insert(0, 'scripts'); import fixturelib; fixturelib.install_megatron_stub()
-f = glob.glob(sys.argv[1] + '/iter_*/' + sys.argv[2] + '/model_optim_rng.pt')[0]
-sd = torch.load(f, map_location='cpu', weights_only=False)
-m, a = sd['model'], sd['args']
-${edit}
-torch.save(sd, f)`,
-    [root, rank],
-  );
-}
 
-async function refused(job: Promise<unknown>, pattern: RegExp): Promise<void> {
-  const err = await job.then(() => undefined, (e: unknown) => e);
-  expect(isMegahubError(err), String(err)).toBe(true);
-  expect((err as Error).message).toMatch(pattern);
-}
 
 describe.skipIf(!hasFixture("moe", "mixtral-ep2"))("bad Megatron-Core MoE checkpoints", () => {
   it.skipIf(!HAS_TORCH)("an expert missing on one EP rank names the rank, the local and the global expert", async () => {
