@@ -91,9 +91,10 @@ describe("allow-list", () => {
 });
 
 /** Builds a Megatron checkpoint whose args and opt_param_scheduler hold code-running globals, with real torch. */
-function hostileCheckpoint(dir: string, marker: string): void {
+function hostileCheckpoint(dir: string, marker: string, source = fixture("megatron", "fp16-tp2")): void {
   runPython(
     `${PY_PRELUDE}
+sys.path.insert(0, "scripts"); import fixturelib; fixturelib._install_transformer_enums(sys.modules["megatron.core"])  # Megatron-Core args
 import os, shutil, subprocess
 src, dst, marker = sys.argv[1], sys.argv[2], sys.argv[3]
 shutil.copytree(src, dst)
@@ -111,13 +112,14 @@ for root, _, files in os.walk(dst):
             ck["opt_param_scheduler"] = {"max_lr": 1e-4, "hook": Sys()}
             torch.save(ck, p)
 `,
-    [fixture("megatron", "fp16-tp2"), dir, marker],
+    [source, dir, marker],
   );
 }
 
 function loadAll(dir: string): void {
   runPython(
     `${PY_PRELUDE}
+sys.path.insert(0, "scripts"); import fixturelib; fixturelib._install_transformer_enums(sys.modules["megatron.core"])  # Megatron-Core args
 import os
 for root, _, files in os.walk(sys.argv[1]):
     for f in files:
@@ -160,6 +162,20 @@ describe.skipIf(!HAS_TORCH || !hasFixture("megatron", "fp16-tp2"))("megahub's ou
     loadAll(o);
     expect(ran()).toBe(false);
     expect(readdirSync(o).length).toBeGreaterThan(0);
+  });
+
+  it.skipIf(!hasFixture("gpt", "llama-tp1"))("a Megatron-Core GPT source resharded to torch_dist and legacy: common.pt and rank files run nothing", () => {
+    const gpt = join(work, "hostile-gpt");
+    hostileCheckpoint(gpt, marker, fixture("gpt", "llama-tp1"));
+    for (const format of ["torch_dist", "torch"]) {
+      const o = join(work, `out-gpt-${format}`);
+      const r = megahub(["reshard", gpt, "--out", o, "--tp", "1", "--format", format, "--json"]);
+      expect(r.code, r.stderr + r.stdout).toBe(0);
+      expect(JSON.stringify(r.json()), format).toContain("posix.system");
+      clean();
+      loadAll(o);
+      expect(ran(), format).toBe(false);
+    }
   });
 
   it("human mode names them on stderr", () => {

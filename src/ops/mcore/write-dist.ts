@@ -8,14 +8,14 @@
 import { planMegatronDist, type DistOutTensor, type DistSplit } from "../../checkpoints/megatron-dist-write.js";
 import { MegahubError } from "../../errors.js";
 import { argNumber } from "../../formats/megatron/read.js";
-import { sanitizeValue, unknownGlobalsNote } from "../../formats/torch/sanitize.js";
-import { PyCall, PyDict, type PyValue } from "../../formats/torch/values.js";
+import { unknownGlobalsNote } from "../../formats/torch/sanitize.js";
+import { PyDict, type PyValue } from "../../formats/torch/values.js";
 import { expand, LAYER, nameAt, type ExpandedParam, type ParamRule, type TpRule } from "../../models/arch.js";
 import { GPT_EXTRA_STATE } from "../../models/gpt/spec.js";
 import type { McoreModel } from "../../models/mcore-global.js";
 import { moeLayerDistExtraState } from "../../models/moe/spec.js";
 import { DEFAULT_DIVISIBLE_BY, vocabPlan } from "../../models/vocab-padding.js";
-import { checkLayout, defaultExtraState, planMcoreMegatronFiles, withArgs, type McoreWriteOptions, type McoreWritePlan } from "./write-megatron.js";
+import { checkLayout, defaultExtraState, planMcoreMegatronFiles, writtenArgs, type McoreWriteOptions, type McoreWritePlan } from "./write-megatron.js";
 
 function splitOf(rule: TpRule): DistSplit | undefined {
   if (rule === "replicated") return undefined;
@@ -75,33 +75,18 @@ export async function planMcoreDistFiles(m: McoreModel, rules: readonly ParamRul
   }
   // Not output_layer's: GPTModel.sharded_state_dict pops it (checkpoints of old GPT models lacked it).
   for (const mod of modules.filter((x) => !x.includes(LAYER) && x !== "output_layer")) extraState.push({ module: mod, stage: mod.startsWith("embedding.") ? 0 : o.pp - 1 });
-  const trueVocab = o.trueVocab ?? m.trueVocab;
-  // common.pt carries the source's args: strip what torch.load would import and call, as the legacy writer does.
-  const sourceArgs = sanitizeValue(m.args ?? null, { keepUnknown: o.keepUnknownGlobals === true });
-  const unknownGlobals = sourceArgs.dropped;
-  const args = withArgs(sourceArgs.value instanceof PyCall ? sourceArgs.value : undefined, {
-    ...o.argsSet,
-    padded_vocab_size: vocab.padded,
-    make_vocab_size_divisible_by: divisibleBy,
-    tensor_model_parallel_size: o.tp,
-    pipeline_model_parallel_size: o.pp,
-    virtual_pipeline_model_parallel_size: o.vpp > 1 ? o.vpp : null,
-    num_layers_per_virtual_pipeline_stage: o.vpp > 1 ? d.layers / (o.pp * o.vpp) : null,
-    ckpt_format: "torch_dist",
-    ...(trueVocab ? { vocab_size: trueVocab } : {}),
-  });
+  const { args, kept, unknownGlobals } = writtenArgs(m, o, vocab.padded, divisibleBy, { ckpt_format: "torch_dist" });
   // What Megatron-Core records about the sharded layout; no optimizer, so no distrib_optim_sharding_type.
   const contentMetadata = new PyDict([
     ["singleton_local_shards", false],
     ["chained_optim_avoid_prefix", true],
   ]);
-  const extra: [string, PyValue][] = [...(o.keep ?? new Map<string, PyValue>())];
   const files = await planMegatronDist(tensors, {
     tp: o.tp,
     pp: o.pp,
     ...(d.moe ? { ep: o.ep ?? 1, experts: d.moe.experts } : {}),
     iteration: o.iteration,
-    common: { args, iteration: o.iteration === "release" ? 0 : o.iteration, contentMetadata, extra },
+    common: { args, iteration: o.iteration === "release" ? 0 : o.iteration, contentMetadata, extra: kept.entries.filter((e): e is [string, PyValue] => typeof e[0] === "string") },
     extraState,
   });
   const notes = [

@@ -61,22 +61,8 @@ export function planMcoreMegatronFiles(m: McoreModel, rules: readonly ParamRule[
     return p.rule.tp === "vocab" ? vocab.resize(r) : r;
   };
   const perChunk = d.layers / (o.pp * o.vpp);
-  // Carried values come from a pickle megahub did not write: strip what torch.load would import and call.
   const keepUnknown = o.keepUnknownGlobals === true;
-  const sourceArgs = sanitizeValue(m.args ?? null, { keepUnknown });
-  const keptState = sanitizeValue(new PyDict([...(o.keep ?? new Map<string, PyValue>())]), { keepUnknown });
-  const unknownGlobals = [...new Set([...sourceArgs.dropped, ...keptState.dropped])];
-  const args = withArgs(sourceArgs.value instanceof PyCall ? sourceArgs.value : undefined, {
-    ...o.argsSet,
-    padded_vocab_size: vocab.padded,
-    make_vocab_size_divisible_by: divisibleBy,
-    tensor_model_parallel_size: o.tp,
-    pipeline_model_parallel_size: o.pp,
-    virtual_pipeline_model_parallel_size: o.vpp > 1 ? o.vpp : null,
-    num_layers_per_virtual_pipeline_stage: o.vpp > 1 ? perChunk : null,
-    ...(o.trueVocab ?? m.trueVocab ? { vocab_size: (o.trueVocab ?? m.trueVocab) as number } : {}),
-    ...(d.moe ? { expert_model_parallel_size: ep, expert_tensor_parallel_size: o.tp } : {}),
-  });
+  const { args, kept, unknownGlobals } = writtenArgs(m, o, vocab.padded, divisibleBy, {});
   const dir = iterationDirName(o.iteration);
   // A dense model read from Megatron writes back the _extra_state modules it carried (TE norms too); others get
   // the modules Megatron-Core's layers register.
@@ -132,7 +118,7 @@ export function planMcoreMegatronFiles(m: McoreModel, rules: readonly ParamRule[
           ["checkpoint_version", new PyFloat(3.0)],
           ["iteration", o.iteration === "release" ? 0 : o.iteration],
           ...chunks,
-          ...keptState.value.entries,
+          ...kept.entries,
         ]);
         const path = `${dir}/${rankDir}/model_optim_rng.pt`;
         files.push(torchFileForPlan(path, root, planned, { renumber: true, keepUnknownGlobals: keepUnknown }));
@@ -149,6 +135,31 @@ export function planMcoreMegatronFiles(m: McoreModel, rules: readonly ParamRule[
 export function defaultExtraState(flavour: McoreModel["flavour"]): Set<string> {
   const layer = [...GPT_EXTRA_STATE.layer, ...(flavour === "te" ? GPT_EXTRA_STATE.teLayer : [])].map((mod) => `decoder.layers.${LAYER}.${mod}`);
   return new Set([...layer, ...GPT_EXTRA_STATE.global]);
+}
+
+/**
+ * The args and carried top-level state a written checkpoint (rank files or torch_dist common.pt) gets: the source's,
+ * sanitized — carried values come from a pickle megahub did not write, so what torch.load would import and call is
+ * dropped unless o.keepUnknownGlobals — with the new layout's fields set over them.
+ */
+export function writtenArgs(m: McoreModel, o: McoreWriteOptions, paddedVocab: number, divisibleBy: number, format: Record<string, PyValue>): { args: PyCall; kept: PyDict; unknownGlobals: string[] } {
+  const keepUnknown = o.keepUnknownGlobals === true;
+  const sourceArgs = sanitizeValue(m.args ?? null, { keepUnknown });
+  const kept = sanitizeValue(new PyDict([...(o.keep ?? new Map<string, PyValue>())]), { keepUnknown });
+  const trueVocab = o.trueVocab ?? m.trueVocab;
+  const args = withArgs(sourceArgs.value instanceof PyCall ? sourceArgs.value : undefined, {
+    ...o.argsSet,
+    padded_vocab_size: paddedVocab,
+    make_vocab_size_divisible_by: divisibleBy,
+    tensor_model_parallel_size: o.tp,
+    pipeline_model_parallel_size: o.pp,
+    virtual_pipeline_model_parallel_size: o.vpp > 1 ? o.vpp : null,
+    num_layers_per_virtual_pipeline_stage: o.vpp > 1 ? m.dims.layers / (o.pp * o.vpp) : null,
+    ...(trueVocab ? { vocab_size: trueVocab } : {}),
+    ...(m.dims.moe ? { expert_model_parallel_size: o.ep ?? 1, expert_tensor_parallel_size: o.tp } : {}),
+    ...format,
+  });
+  return { args, kept: kept.value as PyDict, unknownGlobals: [...new Set([...sourceArgs.dropped, ...kept.dropped])] };
 }
 
 /** Every reason a layout does not fit the model (Megatron-Core divides these evenly). */
@@ -173,7 +184,7 @@ export function checkLayout(m: McoreModel, o: McoreWriteOptions): string[] {
 }
 
 /** The source's Namespace (or a new one) with fields set; dtype fields get torch dtype globals as Megatron stores them. */
-export function withArgs(source: PyCall | undefined, set: Record<string, PyValue>): PyCall {
+function withArgs(source: PyCall | undefined, set: Record<string, PyValue>): PyCall {
   const args = new PyCall(source?.callable ?? new PyGlobal("argparse", "Namespace"), source?.args ?? new PyTuple([]), source?.kind ?? "newobj");
   const state = new PyDict(source?.state instanceof PyDict ? [...source.state.entries] : []);
   for (const [k, v] of Object.entries(set)) state.set(k, v);
